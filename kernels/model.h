@@ -1,0 +1,106 @@
+/*
+ * The Llama-family transformer as a pass over a range of blocks:
+ *
+ *   tokens -> embed -> blocks[b0:b1) -> head -> logits
+ *
+ * Each piece is callable alone, so a node that serves blocks 10..20 opens a
+ * model with only that span (its tensors are the only pages it touches), and
+ * a client opens one with only the embedding and the head.
+ *
+ * Objects:
+ *   shoal_model  weights of one span (pointers into the GGUF mapping, plus
+ *                small f32 copies of norm weights); immutable once open.
+ *   shoal_kv     the KV cache of one sequence for one model span.
+ *   shoal_fwd    scratch buffers and a thread pool for forward passes with
+ *                batches of up to max_batch tokens; all allocation happens
+ *                in shoal_fwd_new, none per token.
+ *
+ * Determinism: a token's hidden state, logits and KV entries are bit-identical
+ * whether it is computed alone or in a batch, and whatever the thread count
+ * (see kernels/matmul.h for the canonical reduction orders; every other op
+ * works per token in a fixed order).
+ *
+ * THREAD SAFETY: a model may be shared by any number of threads; a shoal_kv
+ * and a shoal_fwd belong to one thread at a time.
+ */
+#ifndef SHOAL_KERNELS_MODEL_H
+#define SHOAL_KERNELS_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/gguf.h"
+
+typedef struct shoal_hparams {
+    int n_vocab;
+    int dim;          /* embedding length */
+    int ffn;          /* feed-forward length */
+    int n_layer;      /* blocks in the whole model */
+    int n_head;
+    int n_head_kv;
+    int head_dim;     /* dim / n_head */
+    int rope_dim;     /* rotated dimensions per head (<= head_dim) */
+    int ctx_train;    /* context length the file declares */
+    float rms_eps;
+    float rope_theta;
+    float rope_freq_scale; /* 1 / linear scaling factor */
+} shoal_hparams;
+
+/* Reads and checks the hyper-parameters of a Llama-family GGUF. */
+int shoal_hparams_read(const shoal_gguf *g, shoal_hparams *hp, char *err, size_t errlen);
+
+enum {
+    SHOAL_PART_EMBED = 1u << 0, /* token_embd */
+    SHOAL_PART_HEAD = 1u << 1,  /* output_norm + output */
+};
+
+typedef struct shoal_model shoal_model;
+
+/* Opens blocks [block_begin, block_end) (may be empty) and the given parts.
+ * g must outlive the model. */
+int shoal_model_open(const shoal_gguf *g, int block_begin, int block_end, unsigned parts,
+                     shoal_model **out, char *err, size_t errlen);
+void shoal_model_destroy(shoal_model **m);
+
+const shoal_hparams *shoal_model_hparams(const shoal_model *m);
+int shoal_model_block_begin(const shoal_model *m);
+int shoal_model_block_end(const shoal_model *m);
+/* The type of most weight bytes in the span (e.g. for display). */
+int shoal_model_weight_type(const shoal_model *m);
+/* Bytes of weights one token's pass reads (span blocks, plus head if open). */
+uint64_t shoal_model_weight_bytes(const shoal_model *m);
+
+typedef struct shoal_kv shoal_kv;
+
+/* A cache for `capacity` positions of the model's span. */
+shoal_kv *shoal_kv_new(const shoal_model *m, int capacity);
+void shoal_kv_destroy(shoal_kv **kv);
+int shoal_kv_len(const shoal_kv *kv);
+int shoal_kv_capacity(const shoal_kv *kv);
+/* Forgets positions >= n (n <= len). */
+void shoal_kv_truncate(shoal_kv *kv, int n);
+size_t shoal_kv_bytes_per_token(const shoal_model *m);
+/* Layer l of the span, position p: pointers to K and V rows (n_head_kv*head_dim). */
+const float *shoal_kv_k(const shoal_kv *kv, int l, int p);
+const float *shoal_kv_v(const shoal_kv *kv, int l, int p);
+
+typedef struct shoal_fwd shoal_fwd;
+
+/* Scratch for batches of up to max_batch tokens at positions < max_ctx,
+ * with n_threads compute threads (the caller's thread is one of them). */
+shoal_fwd *shoal_fwd_new(const shoal_model *m, int max_batch, int max_ctx, int n_threads);
+void shoal_fwd_destroy(shoal_fwd **f);
+int shoal_fwd_max_batch(const shoal_fwd *f);
+
+/* x (n, dim) <- embedding rows of tokens. SHOAL_ERR_RANGE for a bad id. */
+int shoal_fwd_embed(shoal_fwd *f, const int32_t *tokens, int n, float *x);
+
+/* Runs the span's blocks over n tokens at positions pos..pos+n-1, in place on
+ * x (n, dim), writing their K/V into kv (which then holds pos+n positions;
+ * pos must be <= shoal_kv_len(kv), later entries are replaced). */
+int shoal_fwd_blocks(shoal_fwd *f, shoal_kv *kv, int pos, int n, float *x);
+
+/* logits (n, n_vocab) <- head(x (n, dim)). */
+int shoal_fwd_head(shoal_fwd *f, const float *x, int n, float *logits);
+
+#endif

@@ -1,0 +1,1070 @@
+/*
+ * Header frames: encode with msgpack-c's packer into a fixed buffer, decode
+ * with our own reader after our own structural check (see wire.h).
+ *
+ * Decoding runs three passes over at most 64 KiB:
+ *   1. shoal_wire_msgpack_check() walks the whole frame with an explicit
+ *      stack: every count and length is held against the bytes that remain
+ *      (an element needs at least one byte), so nothing later can run past
+ *      the end or loop on a huge declared count.
+ *   2. a scan of the top-level map for "v" and "id", so that a frame from
+ *      another version is reported as SHOAL_ERR_VERSION, and so that the
+ *      request id is known for the error reply even when pass 3 fails.
+ *   3. the full decode, key by key, with types, ranges and duplicates
+ *      checked, then the per-op contract (header_check), which the encoder
+ *      applies too: what encodes, decodes to an equal header.
+ * The reader re-checks every bound although pass 1 already did: the cost
+ * is small and it keeps each function safe on its own.
+ */
+#include "proto/wire.h"
+
+#include <math.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#include "kernels/err.h"
+
+/* ------------------------------------------------------------------ */
+/* Structural check                                                    */
+
+shoal_wire_limits shoal_wire_limits_default(void)
+{
+    shoal_wire_limits l = {
+        .max_bytes = SHOAL_WIRE_HEADER_MAX,
+        .max_depth = 8,
+        .max_elems = 2048,
+        .max_str = 4096,
+        .max_bin = 4096,
+    };
+    return l;
+}
+
+#define CHECK_DEPTH_CAP 64 /* the stack below; limits may ask for less */
+
+static uint64_t be_load(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+int shoal_wire_msgpack_check(const uint8_t *buf, size_t len,
+                             const shoal_wire_limits *lim)
+{
+    shoal_wire_limits def = shoal_wire_limits_default();
+    if (!lim)
+        lim = &def;
+    if (!buf || len == 0 || len > lim->max_bytes)
+        return SHOAL_ERR_FORMAT;
+    uint32_t max_depth = lim->max_depth < CHECK_DEPTH_CAP ? lim->max_depth : CHECK_DEPTH_CAP;
+    uint64_t left[CHECK_DEPTH_CAP + 1]; /* items still to read per level */
+    uint32_t depth = 0;
+    uint64_t elems = 0;
+    size_t off = 0;
+    left[0] = 1;
+    for (;;) {
+        while (left[depth] == 0) {
+            if (depth == 0)
+                return off == len ? SHOAL_OK : SHOAL_ERR_FORMAT;
+            depth--;
+        }
+        left[depth]--;
+        if (off >= len)
+            return SHOAL_ERR_FORMAT;
+        uint8_t tag = buf[off++];
+        uint64_t skip = 0;     /* payload bytes that follow the tag/length */
+        uint64_t items = 0;    /* sub-elements of a container */
+        int is_container = 0, is_str = 0, is_blob = 0, lenbytes = 0;
+
+        if (tag <= 0x7f || tag >= 0xe0 || (tag >= 0xc0 && tag <= 0xc3 && tag != 0xc1)) {
+            /* fixint, nil, false, true */
+        } else if (tag >= 0x80 && tag <= 0x8f) {
+            is_container = 1;
+            items = 2u * (tag & 0x0fu);
+        } else if (tag >= 0x90 && tag <= 0x9f) {
+            is_container = 1;
+            items = tag & 0x0fu;
+        } else if (tag >= 0xa0 && tag <= 0xbf) {
+            is_str = 1;
+            skip = tag & 0x1fu;
+        } else {
+            switch (tag) {
+            case 0xc4: is_blob = 1; lenbytes = 1; break;
+            case 0xc5: is_blob = 1; lenbytes = 2; break;
+            case 0xc6: is_blob = 1; lenbytes = 4; break;
+            case 0xc7: is_blob = 2; lenbytes = 1; break; /* ext: + type byte */
+            case 0xc8: is_blob = 2; lenbytes = 2; break;
+            case 0xc9: is_blob = 2; lenbytes = 4; break;
+            case 0xca: skip = 4; break;
+            case 0xcb: skip = 8; break;
+            case 0xcc: case 0xd0: skip = 1; break;
+            case 0xcd: case 0xd1: skip = 2; break;
+            case 0xce: case 0xd2: skip = 4; break;
+            case 0xcf: case 0xd3: skip = 8; break;
+            case 0xd4: skip = 2; break; /* fixext: type byte + data */
+            case 0xd5: skip = 3; break;
+            case 0xd6: skip = 5; break;
+            case 0xd7: skip = 9; break;
+            case 0xd8: skip = 17; break;
+            case 0xd9: is_str = 1; lenbytes = 1; break;
+            case 0xda: is_str = 1; lenbytes = 2; break;
+            case 0xdb: is_str = 1; lenbytes = 4; break;
+            case 0xdc: is_container = 1; lenbytes = 2; break;
+            case 0xdd: is_container = 1; lenbytes = 4; break;
+            case 0xde: is_container = 2; lenbytes = 2; break;
+            case 0xdf: is_container = 2; lenbytes = 4; break;
+            default: return SHOAL_ERR_FORMAT; /* 0xc1: never used */
+            }
+        }
+        if (lenbytes) {
+            if ((size_t)lenbytes > len - off)
+                return SHOAL_ERR_FORMAT;
+            uint64_t n = be_load(buf + off, lenbytes);
+            off += (size_t)lenbytes;
+            if (is_container)
+                items = is_container == 2 ? 2 * n : n;
+            else
+                skip = n + (is_blob == 2 ? 1 : 0);
+        }
+        if (is_str && skip > lim->max_str)
+            return SHOAL_ERR_FORMAT;
+        if (is_blob && skip - (is_blob == 2 ? 1 : 0) > lim->max_bin)
+            return SHOAL_ERR_FORMAT;
+        if (skip > len - off)
+            return SHOAL_ERR_FORMAT;
+        off += (size_t)skip;
+        if (is_container) {
+            /* every item takes at least one byte */
+            if (items > len - off)
+                return SHOAL_ERR_FORMAT;
+            elems += items;
+            if (elems > lim->max_elems)
+                return SHOAL_ERR_FORMAT;
+            if (depth + 1 > max_depth)
+                return SHOAL_ERR_FORMAT;
+            if (items > 0)
+                left[++depth] = items;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Reader over checked bytes                                           */
+
+typedef struct rd {
+    const uint8_t *p;
+    size_t len, off;
+} rd;
+
+static int rd_bytes(rd *r, size_t n, const uint8_t **out)
+{
+    if (n > r->len - r->off)
+        return SHOAL_ERR_FORMAT;
+    *out = r->p + r->off;
+    r->off += n;
+    return SHOAL_OK;
+}
+
+static int rd_be(rd *r, int n, uint64_t *v)
+{
+    const uint8_t *b;
+    if (rd_bytes(r, (size_t)n, &b))
+        return SHOAL_ERR_FORMAT;
+    *v = be_load(b, n);
+    return SHOAL_OK;
+}
+
+static int rd_tag(rd *r, uint8_t *tag)
+{
+    if (r->off >= r->len)
+        return SHOAL_ERR_FORMAT;
+    *tag = r->p[r->off++];
+    return SHOAL_OK;
+}
+
+/* A non-negative integer in any msgpack int encoding, at most max. */
+static int rd_uint(rd *r, uint64_t max, uint64_t *v)
+{
+    uint8_t t;
+    uint64_t u;
+    if (rd_tag(r, &t))
+        return SHOAL_ERR_FORMAT;
+    if (t <= 0x7f) {
+        u = t;
+    } else if (t >= 0xcc && t <= 0xcf) {
+        if (rd_be(r, 1 << (t - 0xcc), &u))
+            return SHOAL_ERR_FORMAT;
+    } else if (t >= 0xd0 && t <= 0xd3) {
+        int n = 1 << (t - 0xd0);
+        if (rd_be(r, n, &u))
+            return SHOAL_ERR_FORMAT;
+        if (u >> (8 * n - 1) & 1) /* negative */
+            return SHOAL_ERR_FORMAT;
+    } else {
+        return SHOAL_ERR_FORMAT;
+    }
+    if (u > max)
+        return SHOAL_ERR_FORMAT;
+    *v = u;
+    return SHOAL_OK;
+}
+
+static int rd_u32(rd *r, uint32_t *v)
+{
+    uint64_t u;
+    if (rd_uint(r, UINT32_MAX, &u))
+        return SHOAL_ERR_FORMAT;
+    *v = (uint32_t)u;
+    return SHOAL_OK;
+}
+
+static int rd_double(rd *r, double *v)
+{
+    uint8_t t;
+    uint64_t u;
+    if (rd_tag(r, &t))
+        return SHOAL_ERR_FORMAT;
+    if (t == 0xca) {
+        if (rd_be(r, 4, &u))
+            return SHOAL_ERR_FORMAT;
+        uint32_t b = (uint32_t)u;
+        float f;
+        memcpy(&f, &b, 4);
+        *v = f;
+    } else if (t == 0xcb) {
+        if (rd_be(r, 8, &u))
+            return SHOAL_ERR_FORMAT;
+        memcpy(v, &u, 8);
+    } else {
+        return SHOAL_ERR_FORMAT;
+    }
+    return SHOAL_OK;
+}
+
+/* A container header: kind 0 array, 1 map. */
+static int rd_count(rd *r, int map, uint32_t *n)
+{
+    uint8_t t;
+    uint64_t u;
+    if (rd_tag(r, &t))
+        return SHOAL_ERR_FORMAT;
+    if (!map && t >= 0x90 && t <= 0x9f)
+        u = t & 0x0f;
+    else if (map && t >= 0x80 && t <= 0x8f)
+        u = t & 0x0f;
+    else if (t == (map ? 0xde : 0xdc)) {
+        if (rd_be(r, 2, &u))
+            return SHOAL_ERR_FORMAT;
+    } else if (t == (map ? 0xdf : 0xdd)) {
+        if (rd_be(r, 4, &u))
+            return SHOAL_ERR_FORMAT;
+    } else {
+        return SHOAL_ERR_FORMAT;
+    }
+    /* each item (each key and value of a map) needs one byte at least */
+    if (u > (r->len - r->off) / (map ? 2 : 1))
+        return SHOAL_ERR_FORMAT;
+    *n = (uint32_t)u;
+    return SHOAL_OK;
+}
+
+/* str (bin = 0) or bin (bin = 1) */
+static int rd_raw(rd *r, int bin, const uint8_t **s, uint32_t *n)
+{
+    uint8_t t;
+    uint64_t u;
+    if (rd_tag(r, &t))
+        return SHOAL_ERR_FORMAT;
+    if (!bin && t >= 0xa0 && t <= 0xbf)
+        u = t & 0x1f;
+    else if (t == (bin ? 0xc4 : 0xd9)) {
+        if (rd_be(r, 1, &u))
+            return SHOAL_ERR_FORMAT;
+    } else if (t == (bin ? 0xc5 : 0xda)) {
+        if (rd_be(r, 2, &u))
+            return SHOAL_ERR_FORMAT;
+    } else if (t == (bin ? 0xc6 : 0xdb)) {
+        if (rd_be(r, 4, &u))
+            return SHOAL_ERR_FORMAT;
+    } else {
+        return SHOAL_ERR_FORMAT;
+    }
+    if (u > r->len - r->off)
+        return SHOAL_ERR_FORMAT;
+    *n = (uint32_t)u;
+    return rd_bytes(r, (size_t)u, s);
+}
+
+/* Skip one object. Iterative: `need` counts objects still to skip; the
+ * structural check bounded every count by the frame length. */
+static int rd_skip(rd *r)
+{
+    uint64_t need = 1;
+    while (need > 0) {
+        need--;
+        uint8_t t;
+        uint64_t n = 0;
+        if (rd_tag(r, &t))
+            return SHOAL_ERR_FORMAT;
+        if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3)
+            continue;
+        if (t >= 0x80 && t <= 0x8f) {
+            need += 2u * (t & 0x0fu);
+        } else if (t >= 0x90 && t <= 0x9f) {
+            need += t & 0x0fu;
+        } else if (t >= 0xa0 && t <= 0xbf) {
+            n = t & 0x1fu;
+        } else {
+            int lb = 0, mult = 0;
+            uint64_t extra = 0;
+            switch (t) {
+            case 0xc4: case 0xd9: lb = 1; break;
+            case 0xc5: case 0xda: lb = 2; break;
+            case 0xc6: case 0xdb: lb = 4; break;
+            case 0xc7: lb = 1; extra = 1; break;
+            case 0xc8: lb = 2; extra = 1; break;
+            case 0xc9: lb = 4; extra = 1; break;
+            case 0xca: n = 4; break;
+            case 0xcb: n = 8; break;
+            case 0xcc: case 0xd0: n = 1; break;
+            case 0xcd: case 0xd1: n = 2; break;
+            case 0xce: case 0xd2: n = 4; break;
+            case 0xcf: case 0xd3: n = 8; break;
+            case 0xd4: n = 2; break;
+            case 0xd5: n = 3; break;
+            case 0xd6: n = 5; break;
+            case 0xd7: n = 9; break;
+            case 0xd8: n = 17; break;
+            case 0xdc: lb = 2; mult = 1; break;
+            case 0xdd: lb = 4; mult = 1; break;
+            case 0xde: lb = 2; mult = 2; break;
+            case 0xdf: lb = 4; mult = 2; break;
+            default: return SHOAL_ERR_FORMAT;
+            }
+            if (lb) {
+                uint64_t c;
+                if (rd_be(r, lb, &c))
+                    return SHOAL_ERR_FORMAT;
+                if (mult) {
+                    if (c > r->len - r->off)
+                        return SHOAL_ERR_FORMAT;
+                    need += mult * c;
+                } else {
+                    n = c + extra;
+                }
+            }
+        }
+        if (need > r->len - r->off)
+            return SHOAL_ERR_FORMAT;
+        if (n > r->len - r->off)
+            return SHOAL_ERR_FORMAT;
+        r->off += (size_t)n;
+    }
+    return SHOAL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Text                                                                */
+
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 if invalid (NUL
+ * counts as invalid: text fields never hold it). */
+static size_t utf8_seq(const uint8_t *s, size_t n)
+{
+    uint8_t c = s[0];
+    if (c == 0)
+        return 0;
+    if (c < 0x80)
+        return 1;
+    size_t k;
+    uint32_t cp, min;
+    if (c >= 0xc2 && c <= 0xdf) {
+        k = 2; cp = c & 0x1f; min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        k = 3; cp = c & 0x0f; min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        k = 4; cp = c & 0x07; min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (k > n)
+        return 0;
+    for (size_t i = 1; i < k; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return k;
+}
+
+static int utf8_valid(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t k = utf8_seq(s + i, n - i);
+        if (k == 0)
+            return 0;
+        i += k;
+    }
+    return 1;
+}
+
+/* A NUL-terminated text field of `size` bytes is well-formed. */
+static int text_ok(const char *field, size_t size)
+{
+    size_t n = strnlen(field, size);
+    return n < size && utf8_valid((const uint8_t *)field, n);
+}
+
+int shoal_wire_text_set(char *field, size_t field_size, const char *text)
+{
+    if (!field || field_size == 0)
+        return SHOAL_ERR_ARG;
+    size_t o = 0;
+    int cut = 0;
+    if (text) {
+        const uint8_t *s = (const uint8_t *)text;
+        size_t n = strlen(text);
+        size_t i = 0;
+        while (i < n) {
+            size_t k = utf8_seq(s + i, n - i);
+            size_t w = k ? k : 1;
+            if (w > field_size - 1 - o) {
+                cut = 1;
+                break;
+            }
+            if (k)
+                memcpy(field + o, s + i, k);
+            else
+                field[o] = '?';
+            o += w;
+            i += w;
+        }
+    }
+    memset(field + o, 0, field_size - o);
+    return cut ? SHOAL_ERR_RANGE : SHOAL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Contract                                                            */
+
+/* Fields each op needs, for requests and replies; tensors counted apart. */
+typedef struct op_rule {
+    uint16_t op;
+    uint32_t req_has, rep_has;
+    uint8_t req_tensors, rep_tensors;
+} op_rule;
+
+static const op_rule op_rules[] = {
+    {SHOAL_OP_INFO, 0,
+     SHOAL_WIRE_HAS_MODEL | SHOAL_WIRE_HAS_MODEL_HASH | SHOAL_WIRE_HAS_SPAN, 0, 0},
+    {SHOAL_OP_ERROR, 0, SHOAL_WIRE_HAS_ERROR, 0, 0},
+    {SHOAL_OP_FORWARD, SHOAL_WIRE_HAS_SPAN, 0, 1, 1},
+    {SHOAL_OP_SESSION_OPEN,
+     SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_SPAN | SHOAL_WIRE_HAS_MAX_LENGTH, 0, 0, 0},
+    {SHOAL_OP_SESSION_STEP,
+     SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_STEP | SHOAL_WIRE_HAS_POSITION,
+     SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_STEP, 1, 1},
+    {SHOAL_OP_SESSION_CLOSE, SHOAL_WIRE_HAS_SESSION, 0, 0, 0},
+    {SHOAL_OP_FIND_NODE, SHOAL_WIRE_HAS_TARGET, 0, 0, 0},
+    {SHOAL_OP_FIND_VALUE, SHOAL_WIRE_HAS_TARGET, 0, 0, 0},
+    {SHOAL_OP_STORE, SHOAL_WIRE_HAS_TARGET | SHOAL_WIRE_HAS_VALUES, 0, 0, 0},
+};
+
+/* 0, SHOAL_ERR_FORMAT or SHOAL_ERR_UNSUPPORTED (unknown codec). Does not
+ * look at the version. */
+static int header_check(const shoal_wire_header *h)
+{
+    if (h->op == 0 || (h->has & ~(uint32_t)SHOAL_WIRE_HAS__ALL))
+        return SHOAL_ERR_FORMAT;
+    int reply = (h->flags & SHOAL_WIRE_FLAG_REPLY) != 0;
+    if (!reply && (h->request_id == 0 || h->op == SHOAL_OP_ERROR))
+        return SHOAL_ERR_FORMAT;
+    for (size_t i = 0; i < sizeof op_rules / sizeof op_rules[0]; i++) {
+        const op_rule *r = &op_rules[i];
+        if (r->op != h->op)
+            continue;
+        uint32_t need = reply ? r->rep_has : r->req_has;
+        if ((h->has & need) != need)
+            return SHOAL_ERR_FORMAT;
+        if (h->ntensors < (reply ? r->rep_tensors : r->req_tensors))
+            return SHOAL_ERR_FORMAT;
+    }
+    if (h->op == SHOAL_OP_ERROR && h->error == 0)
+        return SHOAL_ERR_FORMAT;
+    if ((h->has & SHOAL_WIRE_HAS_MESSAGE) && !text_ok(h->message, sizeof h->message))
+        return SHOAL_ERR_FORMAT;
+    if ((h->has & SHOAL_WIRE_HAS_MODEL) && !text_ok(h->model, sizeof h->model))
+        return SHOAL_ERR_FORMAT;
+    if ((h->has & SHOAL_WIRE_HAS_SOFTWARE) && !text_ok(h->software, sizeof h->software))
+        return SHOAL_ERR_FORMAT;
+    if ((h->has & SHOAL_WIRE_HAS_ADDR) && !text_ok(h->addr, sizeof h->addr))
+        return SHOAL_ERR_FORMAT;
+    if ((h->has & SHOAL_WIRE_HAS_SPAN) && h->span_start > h->span_end)
+        return SHOAL_ERR_FORMAT;
+    if ((h->has & SHOAL_WIRE_HAS_THROUGHPUT) &&
+        !(isfinite(h->throughput) && h->throughput >= 0.0))
+        return SHOAL_ERR_FORMAT;
+    if (h->nvalues > SHOAL_WIRE_MAX_VALUES ||
+        (h->nvalues && !(h->has & SHOAL_WIRE_HAS_VALUES)))
+        return SHOAL_ERR_FORMAT;
+    for (uint32_t i = 0; i < h->nvalues; i++)
+        if (h->values[i].len > SHOAL_WIRE_VALUE_MAX ||
+            (h->values[i].len && !h->values[i].ptr))
+            return SHOAL_ERR_FORMAT;
+    if (h->ntensors > SHOAL_WIRE_MAX_TENSORS)
+        return SHOAL_ERR_FORMAT;
+    for (uint32_t i = 0; i < h->ntensors; i++) {
+        int rc = shoal_codec_desc_check(&h->tensors[i], NULL);
+        if (rc)
+            return rc;
+    }
+    if ((h->has & SHOAL_WIRE_HAS_REPLY_CODEC) && h->reply_codec >= SHOAL_CODEC__COUNT)
+        return SHOAL_ERR_UNSUPPORTED;
+    return SHOAL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Building headers                                                    */
+
+void shoal_wire_header_init(shoal_wire_header *h, uint16_t op, uint64_t request_id)
+{
+    memset(h, 0, sizeof *h);
+    h->version = SHOAL_WIRE_VERSION;
+    h->op = op;
+    h->request_id = request_id;
+}
+
+void shoal_wire_reply_init(shoal_wire_header *h, const shoal_wire_header *req)
+{
+    shoal_wire_header_init(h, req->op, req->request_id);
+    h->flags = SHOAL_WIRE_FLAG_REPLY;
+    if (req->has & SHOAL_WIRE_HAS_SESSION) {
+        h->has |= SHOAL_WIRE_HAS_SESSION;
+        h->session_id = req->session_id;
+    }
+    if (req->has & SHOAL_WIRE_HAS_STEP) {
+        h->has |= SHOAL_WIRE_HAS_STEP;
+        h->step_id = req->step_id;
+    }
+}
+
+void shoal_wire_error_init(shoal_wire_header *h, uint64_t request_id,
+                           int error, const char *message)
+{
+    shoal_wire_header_init(h, SHOAL_OP_ERROR, request_id);
+    h->flags = SHOAL_WIRE_FLAG_REPLY;
+    h->has = SHOAL_WIRE_HAS_ERROR;
+    /* an error reply that says "no error" would confuse the requester */
+    h->error = error > 0 ? (uint32_t)error : SHOAL_ERR_INTERNAL;
+    if (message && message[0]) {
+        shoal_wire_text_set(h->message, sizeof h->message, message);
+        h->has |= SHOAL_WIRE_HAS_MESSAGE;
+    }
+}
+
+int shoal_wire_tensor_add(shoal_wire_header *h, const shoal_codec_desc *d)
+{
+    if (h->ntensors >= SHOAL_WIRE_MAX_TENSORS)
+        return SHOAL_ERR_RANGE;
+    if (!d || shoal_codec_desc_check(d, NULL) != SHOAL_OK)
+        return SHOAL_ERR_ARG;
+    h->tensors[h->ntensors++] = *d;
+    return SHOAL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Encoding                                                            */
+
+typedef struct fixbuf {
+    uint8_t *p;
+    size_t cap, len;
+} fixbuf;
+
+static int fixbuf_write(void *data, const char *buf, size_t n)
+{
+    fixbuf *b = data;
+    if (n == 0)
+        return 0;
+    if (n > b->cap - b->len)
+        return -1;
+    memcpy(b->p + b->len, buf, n);
+    b->len += n;
+    return 0;
+}
+
+#define PK(call)            \
+    do {                    \
+        if ((call) != 0)    \
+            goto full;      \
+    } while (0)
+
+static int pack_key(msgpack_packer *pk, const char *k)
+{
+    return msgpack_pack_str_with_body(pk, k, strlen(k));
+}
+
+static int pack_text(msgpack_packer *pk, const char *k, const char *v)
+{
+    if (pack_key(pk, k))
+        return -1;
+    return msgpack_pack_str_with_body(pk, v, strlen(v));
+}
+
+static int pack_u64(msgpack_packer *pk, const char *k, uint64_t v)
+{
+    if (pack_key(pk, k))
+        return -1;
+    return msgpack_pack_uint64(pk, v);
+}
+
+int shoal_wire_encode(const shoal_wire_header *h, uint8_t *out, size_t cap,
+                      size_t *len)
+{
+    if (!h || !out || !len)
+        return SHOAL_ERR_ARG;
+    *len = 0;
+    if (h->version != SHOAL_WIRE_VERSION || header_check(h) != SHOAL_OK)
+        return SHOAL_ERR_ARG;
+    fixbuf fb = {out, cap < SHOAL_WIRE_HEADER_MAX ? cap : SHOAL_WIRE_HEADER_MAX, 0};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &fb, fixbuf_write);
+
+    size_t nkeys = 4 + (size_t)__builtin_popcount(h->has) + (h->ntensors ? 1 : 0);
+    PK(msgpack_pack_map(&pk, nkeys));
+    PK(pack_u64(&pk, "v", h->version));
+    PK(pack_u64(&pk, "op", h->op));
+    PK(pack_u64(&pk, "id", h->request_id));
+    PK(pack_u64(&pk, "fl", h->flags));
+    uint32_t has = h->has;
+    if (has & SHOAL_WIRE_HAS_SESSION)
+        PK(pack_u64(&pk, "sid", h->session_id));
+    if (has & SHOAL_WIRE_HAS_STEP)
+        PK(pack_u64(&pk, "step", h->step_id));
+    if (has & SHOAL_WIRE_HAS_POSITION)
+        PK(pack_u64(&pk, "pos", h->position));
+    if (has & SHOAL_WIRE_HAS_MAX_LENGTH)
+        PK(pack_u64(&pk, "maxlen", h->max_length));
+    if (has & SHOAL_WIRE_HAS_REPLY_CODEC)
+        PK(pack_u64(&pk, "rc", h->reply_codec));
+    if (has & SHOAL_WIRE_HAS_SPAN) {
+        PK(pack_key(&pk, "span"));
+        PK(msgpack_pack_array(&pk, 2));
+        PK(msgpack_pack_uint64(&pk, h->span_start));
+        PK(msgpack_pack_uint64(&pk, h->span_end));
+    }
+    if (has & SHOAL_WIRE_HAS_ERROR)
+        PK(pack_u64(&pk, "err", h->error));
+    if (has & SHOAL_WIRE_HAS_MESSAGE)
+        PK(pack_text(&pk, "msg", h->message));
+    if (has & SHOAL_WIRE_HAS_MODEL)
+        PK(pack_text(&pk, "model", h->model));
+    if (has & SHOAL_WIRE_HAS_MODEL_HASH) {
+        PK(pack_key(&pk, "mhash"));
+        PK(msgpack_pack_bin_with_body(&pk, h->model_hash, sizeof h->model_hash));
+    }
+    if (has & SHOAL_WIRE_HAS_WEIGHT_TYPE)
+        PK(pack_u64(&pk, "wtype", h->weight_type));
+    if (has & SHOAL_WIRE_HAS_FREE_TOKENS)
+        PK(pack_u64(&pk, "free", h->free_tokens));
+    if (has & SHOAL_WIRE_HAS_SOFTWARE)
+        PK(pack_text(&pk, "sw", h->software));
+    if (has & SHOAL_WIRE_HAS_NBLOCKS)
+        PK(pack_u64(&pk, "nblk", h->nblocks));
+    if (has & SHOAL_WIRE_HAS_DIM)
+        PK(pack_u64(&pk, "dim", h->dim));
+    if (has & SHOAL_WIRE_HAS_CODECS)
+        PK(pack_u64(&pk, "codecs", h->codecs));
+    if (has & SHOAL_WIRE_HAS_THROUGHPUT) {
+        PK(pack_key(&pk, "tput"));
+        PK(msgpack_pack_double(&pk, h->throughput));
+    }
+    if (has & SHOAL_WIRE_HAS_TARGET) {
+        PK(pack_key(&pk, "target"));
+        PK(msgpack_pack_bin_with_body(&pk, h->target, sizeof h->target));
+    }
+    if (has & SHOAL_WIRE_HAS_ADDR)
+        PK(pack_text(&pk, "addr", h->addr));
+    if (has & SHOAL_WIRE_HAS_VALUES) {
+        PK(pack_key(&pk, "vals"));
+        PK(msgpack_pack_array(&pk, h->nvalues));
+        for (uint32_t i = 0; i < h->nvalues; i++)
+            PK(msgpack_pack_bin_with_body(&pk, h->values[i].ptr, h->values[i].len));
+    }
+    if (h->ntensors) {
+        PK(pack_key(&pk, "t"));
+        PK(msgpack_pack_array(&pk, h->ntensors));
+        for (uint32_t i = 0; i < h->ntensors; i++) {
+            const shoal_codec_desc *d = &h->tensors[i];
+            PK(msgpack_pack_map(&pk, 3));
+            PK(pack_u64(&pk, "c", d->codec));
+            PK(pack_key(&pk, "s"));
+            PK(msgpack_pack_array(&pk, d->ndim));
+            for (uint32_t j = 0; j < d->ndim; j++)
+                PK(msgpack_pack_uint64(&pk, d->shape[j]));
+            PK(pack_u64(&pk, "n", d->nbytes));
+        }
+    }
+    *len = fb.len;
+    return SHOAL_OK;
+full:
+    return SHOAL_ERR_RANGE;
+}
+
+int shoal_wire_encode_error(uint64_t request_id, int error, const char *message,
+                            uint8_t *out, size_t cap, size_t *len)
+{
+    shoal_wire_header h;
+    shoal_wire_error_init(&h, request_id, error, message);
+    return shoal_wire_encode(&h, out, cap, len);
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoding                                                            */
+
+enum key_id {
+    K_V, K_OP, K_ID, K_FL, K_SID, K_STEP, K_POS, K_MAXLEN, K_RC, K_SPAN,
+    K_ERR, K_MSG, K_MODEL, K_MHASH, K_WTYPE, K_FREE, K_SW, K_NBLK, K_DIM,
+    K_CODECS, K_TPUT, K_TARGET, K_ADDR, K_VALS, K_T, K__COUNT
+};
+
+static const char *const key_names[K__COUNT] = {
+    [K_V] = "v", [K_OP] = "op", [K_ID] = "id", [K_FL] = "fl",
+    [K_SID] = "sid", [K_STEP] = "step", [K_POS] = "pos",
+    [K_MAXLEN] = "maxlen", [K_RC] = "rc", [K_SPAN] = "span",
+    [K_ERR] = "err", [K_MSG] = "msg", [K_MODEL] = "model",
+    [K_MHASH] = "mhash", [K_WTYPE] = "wtype", [K_FREE] = "free",
+    [K_SW] = "sw", [K_NBLK] = "nblk", [K_DIM] = "dim",
+    [K_CODECS] = "codecs", [K_TPUT] = "tput", [K_TARGET] = "target",
+    [K_ADDR] = "addr", [K_VALS] = "vals", [K_T] = "t",
+};
+
+static int key_lookup(const uint8_t *k, uint32_t n)
+{
+    for (int i = 0; i < K__COUNT; i++)
+        if (strlen(key_names[i]) == n && memcmp(key_names[i], k, n) == 0)
+            return i;
+    return -1;
+}
+
+/* A str into a NUL-terminated text field of `size` bytes. */
+static int rd_text(rd *r, char *field, size_t size)
+{
+    const uint8_t *s;
+    uint32_t n;
+    if (rd_raw(r, 0, &s, &n) || n >= size || !utf8_valid(s, n))
+        return SHOAL_ERR_FORMAT;
+    memcpy(field, s, n);
+    field[n] = 0;
+    return SHOAL_OK;
+}
+
+static int rd_bin_exact(rd *r, uint8_t *out, uint32_t size)
+{
+    const uint8_t *s;
+    uint32_t n;
+    if (rd_raw(r, 1, &s, &n) || n != size)
+        return SHOAL_ERR_FORMAT;
+    memcpy(out, s, n);
+    return SHOAL_OK;
+}
+
+static int rd_tensor(rd *r, shoal_codec_desc *d)
+{
+    uint32_t n;
+    if (rd_count(r, 1, &n))
+        return SHOAL_ERR_FORMAT;
+    int seen = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *k;
+        uint32_t kn;
+        uint64_t u;
+        if (rd_raw(r, 0, &k, &kn))
+            return SHOAL_ERR_FORMAT;
+        int key = kn == 1 ? (k[0] == 'c' ? 0 : k[0] == 's' ? 1 : k[0] == 'n' ? 2 : -1) : -1;
+        if (key < 0) {
+            if (rd_skip(r))
+                return SHOAL_ERR_FORMAT;
+            continue;
+        }
+        if (seen & (1 << key))
+            return SHOAL_ERR_FORMAT;
+        seen |= 1 << key;
+        if (key == 0) {
+            if (rd_u32(r, &d->codec))
+                return SHOAL_ERR_FORMAT;
+        } else if (key == 1) {
+            uint32_t nd;
+            if (rd_count(r, 0, &nd) || nd < 1 || nd > SHOAL_CODEC_MAX_DIMS)
+                return SHOAL_ERR_FORMAT;
+            d->ndim = nd;
+            for (uint32_t j = 0; j < nd; j++)
+                if (rd_u32(r, &d->shape[j]))
+                    return SHOAL_ERR_FORMAT;
+        } else {
+            if (rd_uint(r, UINT64_MAX, &u))
+                return SHOAL_ERR_FORMAT;
+            d->nbytes = u;
+        }
+    }
+    return seen == 7 ? SHOAL_OK : SHOAL_ERR_FORMAT;
+}
+
+static int rd_field(rd *r, int key, shoal_wire_header *h)
+{
+    uint64_t u;
+    uint32_t n;
+    switch (key) {
+    case K_V: return rd_u32(r, &h->version);
+    case K_OP:
+        if (rd_uint(r, UINT16_MAX, &u))
+            return SHOAL_ERR_FORMAT;
+        h->op = (uint16_t)u;
+        return SHOAL_OK;
+    case K_ID: return rd_uint(r, UINT64_MAX, &h->request_id);
+    case K_FL:
+        if (rd_uint(r, UINT16_MAX, &u))
+            return SHOAL_ERR_FORMAT;
+        h->flags = (uint16_t)u;
+        return SHOAL_OK;
+    case K_SID: h->has |= SHOAL_WIRE_HAS_SESSION; return rd_uint(r, UINT64_MAX, &h->session_id);
+    case K_STEP: h->has |= SHOAL_WIRE_HAS_STEP; return rd_uint(r, UINT64_MAX, &h->step_id);
+    case K_POS: h->has |= SHOAL_WIRE_HAS_POSITION; return rd_u32(r, &h->position);
+    case K_MAXLEN: h->has |= SHOAL_WIRE_HAS_MAX_LENGTH; return rd_u32(r, &h->max_length);
+    case K_RC: h->has |= SHOAL_WIRE_HAS_REPLY_CODEC; return rd_u32(r, &h->reply_codec);
+    case K_SPAN:
+        h->has |= SHOAL_WIRE_HAS_SPAN;
+        if (rd_count(r, 0, &n) || n != 2)
+            return SHOAL_ERR_FORMAT;
+        if (rd_u32(r, &h->span_start) || rd_u32(r, &h->span_end))
+            return SHOAL_ERR_FORMAT;
+        return SHOAL_OK;
+    case K_ERR: h->has |= SHOAL_WIRE_HAS_ERROR; return rd_u32(r, &h->error);
+    case K_MSG:
+        h->has |= SHOAL_WIRE_HAS_MESSAGE;
+        return rd_text(r, h->message, sizeof h->message);
+    case K_MODEL:
+        h->has |= SHOAL_WIRE_HAS_MODEL;
+        return rd_text(r, h->model, sizeof h->model);
+    case K_MHASH:
+        h->has |= SHOAL_WIRE_HAS_MODEL_HASH;
+        return rd_bin_exact(r, h->model_hash, sizeof h->model_hash);
+    case K_WTYPE: h->has |= SHOAL_WIRE_HAS_WEIGHT_TYPE; return rd_u32(r, &h->weight_type);
+    case K_FREE: h->has |= SHOAL_WIRE_HAS_FREE_TOKENS; return rd_uint(r, UINT64_MAX, &h->free_tokens);
+    case K_SW:
+        h->has |= SHOAL_WIRE_HAS_SOFTWARE;
+        return rd_text(r, h->software, sizeof h->software);
+    case K_NBLK: h->has |= SHOAL_WIRE_HAS_NBLOCKS; return rd_u32(r, &h->nblocks);
+    case K_DIM: h->has |= SHOAL_WIRE_HAS_DIM; return rd_u32(r, &h->dim);
+    case K_CODECS: h->has |= SHOAL_WIRE_HAS_CODECS; return rd_u32(r, &h->codecs);
+    case K_TPUT: h->has |= SHOAL_WIRE_HAS_THROUGHPUT; return rd_double(r, &h->throughput);
+    case K_TARGET:
+        h->has |= SHOAL_WIRE_HAS_TARGET;
+        return rd_bin_exact(r, h->target, sizeof h->target);
+    case K_ADDR:
+        h->has |= SHOAL_WIRE_HAS_ADDR;
+        return rd_text(r, h->addr, sizeof h->addr);
+    case K_VALS:
+        h->has |= SHOAL_WIRE_HAS_VALUES;
+        if (rd_count(r, 0, &n) || n > SHOAL_WIRE_MAX_VALUES)
+            return SHOAL_ERR_FORMAT;
+        for (uint32_t i = 0; i < n; i++) {
+            shoal_wire_bytes *v = &h->values[i];
+            if (rd_raw(r, 1, &v->ptr, &v->len) || v->len > SHOAL_WIRE_VALUE_MAX)
+                return SHOAL_ERR_FORMAT;
+            if (v->len == 0)
+                v->ptr = NULL;
+        }
+        h->nvalues = n;
+        return SHOAL_OK;
+    case K_T:
+        if (rd_count(r, 0, &n) || n == 0 || n > SHOAL_WIRE_MAX_TENSORS)
+            return SHOAL_ERR_FORMAT;
+        for (uint32_t i = 0; i < n; i++)
+            if (rd_tensor(r, &h->tensors[i]))
+                return SHOAL_ERR_FORMAT;
+        h->ntensors = n;
+        return SHOAL_OK;
+    }
+    return SHOAL_ERR_FORMAT;
+}
+
+/* Pass 2: "v" and "id" from the top-level map, if they are there and well
+ * typed. Returns a bitmask: 1 if v was read, 2 if id was. */
+static int scan_v_id(const uint8_t *buf, size_t len, uint32_t *v, uint64_t *id)
+{
+    rd r = {buf, len, 0};
+    uint32_t n;
+    int got = 0;
+    if (rd_count(&r, 1, &n))
+        return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *k;
+        uint32_t kn;
+        if (rd_raw(&r, 0, &k, &kn))
+            return got;
+        int key = key_lookup(k, kn);
+        if (key == K_V && !(got & 1)) {
+            if (rd_u32(&r, v))
+                return got;
+            got |= 1;
+        } else if (key == K_ID && !(got & 2)) {
+            if (rd_uint(&r, UINT64_MAX, id))
+                return got;
+            got |= 2;
+        } else if (rd_skip(&r)) {
+            return got;
+        }
+    }
+    return got;
+}
+
+int shoal_wire_decode(shoal_wire_header *h, const uint8_t *buf, size_t len)
+{
+    if (!h)
+        return SHOAL_ERR_ARG;
+    memset(h, 0, sizeof *h);
+    if (!buf || shoal_wire_msgpack_check(buf, len, NULL) != SHOAL_OK)
+        return SHOAL_ERR_FORMAT;
+
+    uint32_t version = 0;
+    uint64_t id = 0;
+    int got = scan_v_id(buf, len, &version, &id);
+    h->request_id = (got & 2) ? id : 0;
+    if (!(got & 1))
+        return SHOAL_ERR_FORMAT;
+    if (version != SHOAL_WIRE_VERSION) {
+        h->version = version;
+        return SHOAL_ERR_VERSION;
+    }
+
+    rd r = {buf, len, 0};
+    uint32_t n;
+    uint32_t seen = 0;
+    int rc = SHOAL_ERR_FORMAT;
+    if (rd_count(&r, 1, &n))
+        goto malformed;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *k;
+        uint32_t kn;
+        if (rd_raw(&r, 0, &k, &kn))
+            goto malformed;
+        int key = key_lookup(k, kn);
+        if (key < 0) { /* a later version's key: skip it */
+            if (rd_skip(&r))
+                goto malformed;
+            continue;
+        }
+        if (seen & (1u << key))
+            goto malformed;
+        seen |= 1u << key;
+        if (rd_field(&r, key, h))
+            goto malformed;
+    }
+    if (r.off != len)
+        goto malformed;
+    const uint32_t required = (1u << K_V) | (1u << K_OP) | (1u << K_ID) | (1u << K_FL);
+    if ((seen & required) != required)
+        goto malformed;
+    rc = header_check(h);
+    if (rc)
+        goto malformed;
+    return SHOAL_OK;
+malformed:
+    memset(h, 0, sizeof *h);
+    h->version = version;
+    h->request_id = (got & 2) ? id : 0;
+    return rc ? rc : SHOAL_ERR_FORMAT;
+}
+
+int shoal_wire_frames_check(const shoal_wire_header *h, size_t nframes,
+                            const size_t *lens)
+{
+    if (!h || (nframes && !lens) || nframes != h->ntensors)
+        return SHOAL_ERR_FORMAT;
+    for (size_t i = 0; i < nframes; i++)
+        if ((uint64_t)lens[i] != h->tensors[i].nbytes)
+            return SHOAL_ERR_FORMAT;
+    return SHOAL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Comparison and names                                                */
+
+bool shoal_wire_header_equal(const shoal_wire_header *a, const shoal_wire_header *b)
+{
+    if (a->version != b->version || a->op != b->op || a->flags != b->flags ||
+        a->request_id != b->request_id || a->has != b->has ||
+        a->ntensors != b->ntensors || a->ntensors > SHOAL_WIRE_MAX_TENSORS)
+        return false;
+    uint32_t has = a->has;
+#define SAME(bit, cond) if ((has & (bit)) && !(cond)) return false
+    SAME(SHOAL_WIRE_HAS_SESSION, a->session_id == b->session_id);
+    SAME(SHOAL_WIRE_HAS_STEP, a->step_id == b->step_id);
+    SAME(SHOAL_WIRE_HAS_POSITION, a->position == b->position);
+    SAME(SHOAL_WIRE_HAS_MAX_LENGTH, a->max_length == b->max_length);
+    SAME(SHOAL_WIRE_HAS_REPLY_CODEC, a->reply_codec == b->reply_codec);
+    SAME(SHOAL_WIRE_HAS_ERROR, a->error == b->error);
+    SAME(SHOAL_WIRE_HAS_MESSAGE, strncmp(a->message, b->message, sizeof a->message) == 0);
+    SAME(SHOAL_WIRE_HAS_SPAN, a->span_start == b->span_start && a->span_end == b->span_end);
+    SAME(SHOAL_WIRE_HAS_MODEL, strncmp(a->model, b->model, sizeof a->model) == 0);
+    SAME(SHOAL_WIRE_HAS_MODEL_HASH, memcmp(a->model_hash, b->model_hash, sizeof a->model_hash) == 0);
+    SAME(SHOAL_WIRE_HAS_WEIGHT_TYPE, a->weight_type == b->weight_type);
+    SAME(SHOAL_WIRE_HAS_FREE_TOKENS, a->free_tokens == b->free_tokens);
+    SAME(SHOAL_WIRE_HAS_SOFTWARE, strncmp(a->software, b->software, sizeof a->software) == 0);
+    SAME(SHOAL_WIRE_HAS_NBLOCKS, a->nblocks == b->nblocks);
+    SAME(SHOAL_WIRE_HAS_DIM, a->dim == b->dim);
+    SAME(SHOAL_WIRE_HAS_CODECS, a->codecs == b->codecs);
+    SAME(SHOAL_WIRE_HAS_THROUGHPUT, memcmp(&a->throughput, &b->throughput, sizeof a->throughput) == 0);
+    SAME(SHOAL_WIRE_HAS_TARGET, memcmp(a->target, b->target, sizeof a->target) == 0);
+    SAME(SHOAL_WIRE_HAS_ADDR, strncmp(a->addr, b->addr, sizeof a->addr) == 0);
+#undef SAME
+    if (has & SHOAL_WIRE_HAS_VALUES) {
+        if (a->nvalues != b->nvalues || a->nvalues > SHOAL_WIRE_MAX_VALUES)
+            return false;
+        for (uint32_t i = 0; i < a->nvalues; i++) {
+            const shoal_wire_bytes *x = &a->values[i], *y = &b->values[i];
+            if (x->len != y->len || (x->len && memcmp(x->ptr, y->ptr, x->len) != 0))
+                return false;
+        }
+    }
+    for (uint32_t i = 0; i < a->ntensors; i++) {
+        const shoal_codec_desc *x = &a->tensors[i], *y = &b->tensors[i];
+        if (x->codec != y->codec || x->ndim != y->ndim || x->nbytes != y->nbytes ||
+            x->ndim > SHOAL_CODEC_MAX_DIMS)
+            return false;
+        for (uint32_t j = 0; j < x->ndim; j++)
+            if (x->shape[j] != y->shape[j])
+                return false;
+    }
+    return true;
+}
+
+const char *shoal_wire_op_name(int op)
+{
+    switch (op) {
+    case SHOAL_OP_PING: return "ping";
+    case SHOAL_OP_INFO: return "info";
+    case SHOAL_OP_ERROR: return "error";
+    case SHOAL_OP_FORWARD: return "forward";
+    case SHOAL_OP_SESSION_OPEN: return "session_open";
+    case SHOAL_OP_SESSION_STEP: return "session_step";
+    case SHOAL_OP_SESSION_CLOSE: return "session_close";
+    case SHOAL_OP_SESSION_PUSH: return "session_push";
+    case SHOAL_OP_FIND_NODE: return "find_node";
+    case SHOAL_OP_FIND_VALUE: return "find_value";
+    case SHOAL_OP_STORE: return "store";
+    case SHOAL_OP_BACKWARD: return "backward";
+    case SHOAL_OP_TRAIN_OPEN: return "train_open";
+    case SHOAL_OP_TRAIN_FORWARD: return "train_forward";
+    case SHOAL_OP_TRAIN_BACKWARD: return "train_backward";
+    case SHOAL_OP_TRAIN_STEP: return "train_step";
+    case SHOAL_OP_TRAIN_PULL: return "train_pull";
+    case SHOAL_OP_TRAIN_PUSH: return "train_push";
+    case SHOAL_OP_TRAIN_CLOSE: return "train_close";
+    }
+    return NULL;
+}
