@@ -9,8 +9,9 @@
  *
  * Ranking uses one total order, "better": the higher logit, then the lower
  * id. Top-k keeps a heap of the k best seen so far with the worst at the
- * root, then sorts it in place by popping; the same heap code sorts the
- * min-p survivors when top-p needs ranks and top-k did not provide them.
+ * root, then sorts it in place by popping. When top-p needs ranks that
+ * top-k did not provide, the min-p survivors become a heap with the best at
+ * the root and are popped only until the nucleus is complete.
  */
 #include "client/sampler.h"
 
@@ -206,6 +207,63 @@ static void top_k_select(shoal_sampler *s, const float *logits, int k)
     heap_sort_desc(logits, h, k);
 }
 
+/* Restores the best-at-root heap below position i of h[0..n). */
+static void sift_down_best(const float *logits, int32_t *h, int n, int i)
+{
+    int32_t x = h[i];
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && better(logits, h[c + 1], h[c]))
+            c++; /* the better child */
+        if (!better(logits, h[c], x))
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+}
+
+/* Top-p over the unranked candidates cand[0..n): pops them best first from
+ * a heap until their weights reach target, so only the nucleus is ever
+ * ordered: O(n + m log n) for a nucleus of m. Leaves the nucleus in
+ * cand[0..m), best first, with its weights in w, and returns m. */
+static int top_p_select(shoal_sampler *s, const float *logits, int n, float m, float temp,
+                        double target)
+{
+    int32_t *h = s->cand;
+    for (int i = n / 2 - 1; i >= 0; i--)
+        sift_down_best(logits, h, n, i);
+    int end = n;
+    double cum = 0;
+    while (end > 0) {
+        int32_t top = h[0];
+        h[0] = h[end - 1];
+        end--;
+        sift_down_best(logits, h, end, 0);
+        h[end] = top; /* the popped tokens fill the tail, best last */
+        s->w[end] = expf((logits[top] - m) / temp);
+        cum += s->w[end];
+        if (cum >= target)
+            break;
+    }
+    /* (If rounding kept cum short of target, everything was popped: end 0.)
+     * Reverse the tail to best first and move it to the front. */
+    int k = n - end;
+    for (int i = end, j = n - 1; i < j; i++, j--) {
+        int32_t ti = h[i];
+        h[i] = h[j];
+        h[j] = ti;
+        float tw = s->w[i];
+        s->w[i] = s->w[j];
+        s->w[j] = tw;
+    }
+    memmove(h, h + end, (size_t)k * sizeof *h);
+    memmove(s->w, s->w + end, (size_t)k * sizeof *s->w);
+    return k;
+}
+
 /* ---- sampling ----------------------------------------------------------- */
 
 static void apply_penalty(shoal_sampler *s, float *logits)
@@ -227,15 +285,18 @@ static void apply_penalty(shoal_sampler *s, float *logits)
 int32_t shoal_sampler_sample(shoal_sampler *s, float *logits)
 {
     const int V = s->n_vocab;
-    for (int i = 0; i < V; i++)
-        if (isnan(logits[i]))
-            logits[i] = -INFINITY;
-    apply_penalty(s, logits);
-
+    apply_penalty(s, logits); /* NaN stays NaN */
     int32_t best = 0;
-    for (int i = 1; i < V; i++)
-        if (logits[i] > logits[best])
+    float top = -INFINITY;
+    for (int i = 0; i < V; i++) {
+        float v = logits[i];
+        if (isnan(v))
+            logits[i] = v = -INFINITY;
+        if (v > top) {
+            top = v;
             best = i;
+        }
+    }
     const float temp = s->p.temp;
     if (!(temp > 0) || !isfinite(logits[best]))
         return best; /* greedy, or all -inf, or +inf present: the first max */
@@ -275,20 +336,18 @@ int32_t shoal_sampler_sample(shoal_sampler *s, float *logits)
     }
 
     if (s->p.top_p < 1.0f && n > 1) {
-        if (!sorted) {
-            for (int i = n / 2 - 1; i >= 0; i--)
-                sift_down(logits, s->cand, n, i);
-            heap_sort_desc(logits, s->cand, n);
-            for (int i = 0; i < n; i++)
-                s->w[i] = expf((logits[s->cand[i]] - m) / temp);
-        }
-        double cum = 0, target = (double)s->p.top_p * z;
-        for (int i = 0; i < n; i++) {
-            cum += s->w[i];
-            if (cum >= target) {
-                n = i + 1;
-                break;
+        double target = (double)s->p.top_p * z;
+        if (sorted) {
+            double cum = 0;
+            for (int i = 0; i < n; i++) {
+                cum += s->w[i];
+                if (cum >= target) {
+                    n = i + 1;
+                    break;
+                }
             }
+        } else {
+            n = top_p_select(s, logits, n, m, temp, target);
         }
     }
 

@@ -17,9 +17,10 @@
  *      xoshiro256** generator seeded from `seed` through splitmix64: a seed
  *      gives the same draws on every machine.
  * Ranking ties are broken by the lower id, so the result never depends on
- * sort stability. Top-k selects with a k-element heap, O(V log k); a full
- * O(V log V) sort happens only when top-p must rank more than k tokens, and
- * then only over the tokens min-p keeps. NaN logits count as -infinity.
+ * sort stability. Top-k selects with a k-element heap, O(V log k); top-p
+ * without top-k pops tokens best first from a heap of the min-p survivors
+ * until the nucleus is complete, O(V + m log V) for a nucleus of m; nothing
+ * ever sorts the whole vocabulary. NaN logits count as -infinity.
  *
  * Ownership: _new allocates everything the sampler will ever use; _sample
  * and _accept allocate nothing. THREAD SAFETY: a sampler belongs to one

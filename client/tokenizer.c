@@ -1,26 +1,33 @@
 /*
- * SentencePiece-style tokenizer from GGUF metadata (see tokenizer.h for the
- * exact encoding rules, which are llama2.c's).
+ * Tokenizers from GGUF metadata (see tokenizer.h for the exact rules):
+ * SentencePiece-style ("llama", encoded as llama2.c does) and byte-level
+ * BPE ("gpt2", encoded as llama.cpp does for the supported pre-tokenizers).
  *
- * Layout: every token's text is copied twice into two arenas, once as the
- * file spells it and once "converted" ("▁" read as ' ', which is how the
- * encoder compares and how the decoder prints). Two open-addressing hash
- * tables map text to the lowest id with that text; the converted one can
- * hash the concatenation of two pieces without building it, so a merge
- * candidate costs one hash and one or two memcmp, no copy.
+ * Layout: every token's text is copied twice into two arenas: "orig" as the
+ * file spells it, and "conv", the bytes it prints ("▁" read as ' ' for
+ * SentencePiece; the GPT-2 byte-to-character mapping undone for BPE).
+ * Open-addressing hash tables map text to the lowest id with that text and
+ * hash the concatenation of two or three pieces without building it, so a
+ * merge candidate costs one hash and a few memcmp, no copy.
  *
  * Merging: llama2.c rescans all n pairs after each of up to n merges. Here
  * the symbols form a doubly linked list over an array (a merge keeps the
  * left symbol, so array order is text order) and every mergeable adjacent
- * pair sits in a binary heap ordered by (score desc, left position asc),
- * which is exactly llama2.c's choice: highest score, leftmost on ties. A
- * merge makes the two pairs around it stale and adds two new ones; stale
- * entries are recognised when popped (a symbol's id changes on every merge
- * and merged pieces only grow, so (left, right, left id, right id,
- * adjacency) identifies a live pair). At most 3n heap entries ever exist.
+ * pair sits in a binary heap ordered by (priority desc, left position asc):
+ * for SentencePiece the priority is the merged token's score (llama2.c:
+ * highest score, leftmost on ties), for BPE minus the merge's rank (lowest
+ * rank, leftmost on ties). A merge makes the two pairs around it stale and
+ * adds two new ones; stale entries are recognised when popped: merged pieces
+ * only grow, so (left, right, their ids or lengths at push time, adjacency)
+ * identifies a live pair. At most 3n heap entries ever exist.
+ *
+ * BPE words (the pre-tokenizer's output) are independent: the list is cut
+ * at word boundaries and one heap serves all words, which pops each word's
+ * pairs in the same order a heap per word would.
  */
 #include "client/tokenizer.h"
 
+#include "client/utf8.h"
 #include "kernels/err.h"
 
 #include <limits.h>
@@ -30,15 +37,21 @@
 #include <string.h>
 
 #define MERGE_SCORE_FLOOR (-1e10f) /* llama2.c's initial best_score */
+#define MAX_MERGES (1 << 24)       /* ranks stay exact as float priorities */
+
+enum { KIND_SPM = 1, KIND_BPE = 2 };
+enum { PRE_NONE = 0, PRE_GPT2, PRE_LLAMA3, PRE_QWEN2 };
 
 typedef struct {
-    int32_t *slot; /* -1 empty, else a token id */
+    int32_t *slot; /* -1 empty, else an id */
     uint32_t mask;
 } text_index;
 
 struct shoal_tokenizer {
+    int kind;
+    int pre;
     int32_t n_vocab;
-    char *conv;            /* converted texts, each NUL-terminated */
+    char *conv;            /* printed bytes, each NUL-terminated */
     size_t *conv_off;      /* (n_vocab) */
     uint32_t *conv_len;    /* (n_vocab) */
     char *orig;            /* texts as the file has them, NUL-terminated */
@@ -48,12 +61,23 @@ struct shoal_tokenizer {
     uint8_t *type;         /* (n_vocab) SHOAL_TOKEN_* */
     int16_t *byte_val;     /* (n_vocab) the byte of a BYTE token, else -1 */
     uint8_t *eog;          /* (n_vocab) 1 for end-of-generation tokens */
-    int32_t byte_tok[256]; /* the BYTE token of each byte, -1 if none */
-    text_index conv_ix;
-    text_index orig_ix;
+    int32_t byte_tok[256]; /* SPM: the <0xXX> token of each byte, -1 if none */
+    text_index conv_ix;    /* SPM: converted text -> id */
+    text_index orig_ix;    /* file text -> id */
     int32_t bos, eos, unk;
     bool add_bos;
-    bool add_space_prefix;
+    bool add_space_prefix; /* SPM */
+    bool ignore_merges;    /* BPE: a word that is a token stays whole */
+
+    /* BPE */
+    int32_t n_merges;
+    char *merge;           /* "left right" strings, NUL-terminated */
+    size_t *merge_off;     /* (n_merges) */
+    uint32_t *merge_len;   /* (n_merges) */
+    text_index merge_ix;   /* merge string -> rank (lowest) */
+    char byte_char[256][2];    /* GPT-2 character of each byte, UTF-8 */
+    uint8_t byte_char_len[256];
+    int16_t char_byte[324];    /* the byte of code points 0..323, -1 if none */
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -71,18 +95,35 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 
 /* ---- text index --------------------------------------------------------- */
 
-static uint32_t fnv_step(uint32_t h, const char *s, size_t n)
+/* Up to three segments of one key, hashed and compared as their
+ * concatenation. */
+typedef struct {
+    const char *p[3];
+    size_t n[3];
+} key3;
+
+static uint32_t key_hash(const key3 *k)
 {
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
+    uint32_t h = 2166136261u;
+    for (int s = 0; s < 3; s++) {
+        for (size_t i = 0; i < k->n[s]; i++) {
+            h ^= (unsigned char)k->p[s][i];
+            h *= 16777619u;
+        }
     }
     return h;
 }
 
-static uint32_t hash2(const char *a, size_t na, const char *b, size_t nb)
+static bool key_equal(const key3 *k, const char *s, size_t len)
 {
-    return fnv_step(fnv_step(2166136261u, a, na), b, nb);
+    if (len != k->n[0] + k->n[1] + k->n[2])
+        return false;
+    for (int i = 0; i < 3; i++) {
+        if (k->n[i] && memcmp(s, k->p[i], k->n[i]) != 0)
+            return false;
+        s += k->n[i];
+    }
+    return true;
 }
 
 static int index_init(text_index *ix, int32_t n)
@@ -98,33 +139,36 @@ static int index_init(text_index *ix, int32_t n)
     return 0;
 }
 
-/* Finds the id whose text (in arena at off/len) is a[0..na) ++ b[0..nb). */
 static int32_t index_find(const text_index *ix, const char *arena, const size_t *off,
-                          const uint32_t *len, const char *a, size_t na,
-                          const char *b, size_t nb)
+                          const uint32_t *len, const key3 *k)
 {
-    uint32_t i = hash2(a, na, b, nb) & ix->mask;
+    uint32_t i = key_hash(k) & ix->mask;
     for (;;) {
         int32_t id = ix->slot[i];
         if (id < 0)
             return -1;
-        if (len[id] == na + nb) {
-            const char *s = arena + off[id];
-            if (memcmp(s, a, na) == 0 && (nb == 0 || memcmp(s + na, b, nb) == 0))
-                return id;
-        }
+        if (key_equal(k, arena + off[id], len[id]))
+            return id;
         i = (i + 1) & ix->mask;
     }
 }
 
-/* Adds id unless a lower id already has the same text. */
+static int32_t index_find2(const text_index *ix, const char *arena, const size_t *off,
+                           const uint32_t *len, const char *a, size_t na, const char *b,
+                           size_t nb)
+{
+    key3 k = {{a, b, NULL}, {na, nb, 0}};
+    return index_find(ix, arena, off, len, &k);
+}
+
+/* Adds id unless a lower id already has the same text (or it is empty). */
 static void index_add(text_index *ix, const char *arena, const size_t *off,
                       const uint32_t *len, int32_t id)
 {
-    const char *s = arena + off[id];
-    if (len[id] == 0 || index_find(ix, arena, off, len, s, len[id], NULL, 0) >= 0)
+    key3 k = {{arena + off[id], NULL, NULL}, {len[id], 0, 0}};
+    if (len[id] == 0 || index_find(ix, arena, off, len, &k) >= 0)
         return;
-    uint32_t i = hash2(s, len[id], NULL, 0) & ix->mask;
+    uint32_t i = key_hash(&k) & ix->mask;
     while (ix->slot[i] >= 0)
         i = (i + 1) & ix->mask;
     ix->slot[i] = id;
@@ -218,10 +262,46 @@ static int read_id(const shoal_gguf *g, const char *key, int32_t n_vocab, int32_
     return 0;
 }
 
+static int read_flag(const shoal_gguf *g, const char *key, bool *v, char *err, size_t errlen)
+{
+    bool f;
+    int rc = shoal_gguf_get_bool(g, key, &f);
+    if (rc == 0)
+        *v = f;
+    else if (rc != SHOAL_ERR_NOTFOUND) {
+        set_err(err, errlen, "tokenizer: %s is not a bool", key);
+        return SHOAL_ERR_FORMAT;
+    }
+    return 0;
+}
+
 /* Control tokens that end a turn in common chat formats. */
 static const char *const eog_names[] = {
     "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
     "<|endoftext|>", "<|end_of_text|>", "<|return|>", "<|call|>",
+};
+
+/* tokenizer.ggml.pre values (llama.cpp's names) whose pre-tokenizer is
+ * implemented here. ignore_merges and add_bos are llama.cpp's defaults. */
+static const struct {
+    const char *name;
+    int pre;
+    bool ignore_merges;
+    bool add_bos;
+} pre_names[] = {
+    {"gpt-2", PRE_GPT2, false, false},      {"phi-2", PRE_GPT2, false, false},
+    {"mpt", PRE_GPT2, false, false},        {"olmo", PRE_GPT2, false, false},
+    {"jais", PRE_GPT2, false, false},       {"roberta-bpe", PRE_GPT2, false, false},
+    {"exaone4", PRE_GPT2, false, false},    {"trillion", PRE_GPT2, false, false},
+    {"granite-docling", PRE_GPT2, false, false},
+    {"llama3", PRE_LLAMA3, true, true},     {"llama-v3", PRE_LLAMA3, true, true},
+    {"llama-bpe", PRE_LLAMA3, true, true},  {"falcon3", PRE_LLAMA3, true, true},
+    {"falcon-h1", PRE_LLAMA3, true, true},  {"pixtral", PRE_LLAMA3, true, true},
+    {"midm-2.0", PRE_LLAMA3, true, true},   {"lfm2", PRE_LLAMA3, true, true},
+    {"dbrx", PRE_LLAMA3, false, false},     {"smaug-bpe", PRE_LLAMA3, false, false},
+    {"qwen2", PRE_QWEN2, false, false},     {"deepseek-r1-qwen", PRE_QWEN2, false, false},
+    {"megrez", PRE_QWEN2, false, false},    {"stablelm2", PRE_QWEN2, false, false},
+    {"hunyuan", PRE_QWEN2, false, false},   {"grok-2", PRE_QWEN2, false, false},
 };
 
 void shoal_tokenizer_destroy(shoal_tokenizer **tp)
@@ -241,8 +321,95 @@ void shoal_tokenizer_destroy(shoal_tokenizer **tp)
     free(t->eog);
     free(t->conv_ix.slot);
     free(t->orig_ix.slot);
+    free(t->merge);
+    free(t->merge_off);
+    free(t->merge_len);
+    free(t->merge_ix.slot);
     free(t);
     *tp = NULL;
+}
+
+/* GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves,
+ * the other 68 bytes map to U+0100.. in byte order. */
+static void bpe_byte_map(shoal_tokenizer *t)
+{
+    int next = 256;
+    for (int cp = 0; cp < 324; cp++)
+        t->char_byte[cp] = -1;
+    for (int b = 0; b < 256; b++) {
+        bool self = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+        int cp = self ? b : next++;
+        t->byte_char_len[b] = (uint8_t)shoal_utf8_encode((uint32_t)cp, t->byte_char[b]);
+        t->char_byte[cp] = (int16_t)b;
+    }
+}
+
+/* BPE token text to printed bytes: each GPT-2 character becomes its byte;
+ * anything else (not expected in a sane vocabulary) is copied as it is. */
+static size_t bpe_unmap(const shoal_tokenizer *t, const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        int k = shoal_utf8_decode(s + i, n - i, &cp);
+        if (k > 0 && cp < 324 && t->char_byte[cp] >= 0) {
+            out[o++] = (char)t->char_byte[cp];
+            i += (size_t)k;
+        } else {
+            size_t m = k > 0 ? (size_t)k : 1;
+            memcpy(out + o, s + i, m);
+            o += m;
+            i += m;
+        }
+    }
+    return o;
+}
+
+static int load_merges(shoal_tokenizer *t, const shoal_gguf *g, char *err, size_t errlen)
+{
+    int64_t k = shoal_gguf_find_key(g, "tokenizer.ggml.merges");
+    if (k < 0 || shoal_gguf_kv_type(g, k) != SHOAL_GGUF_ARRAY ||
+        shoal_gguf_arr_type(g, k) != SHOAL_GGUF_STRING) {
+        set_err(err, errlen, "tokenizer: tokenizer.ggml.merges is missing or not an array of strings");
+        return SHOAL_ERR_FORMAT;
+    }
+    uint64_t n = shoal_gguf_arr_len(g, k);
+    if (n > MAX_MERGES) {
+        set_err(err, errlen, "tokenizer: %llu merges (max %d)", (unsigned long long)n,
+                MAX_MERGES);
+        return SHOAL_ERR_FORMAT;
+    }
+    size_t total = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        const shoal_gguf_str *s = shoal_gguf_arr_str(g, k, i);
+        const char *sp = s && s->s && s->len > 1 ? memchr(s->s + 1, ' ', (size_t)s->len - 1)
+                                                  : NULL;
+        if (!sp || s->len > 2 * SHOAL_TOKENIZER_MAX_PIECE + 1 ||
+            memchr(s->s, '\0', (size_t)s->len)) {
+            set_err(err, errlen, "tokenizer: merge %llu is not \"left right\"",
+                    (unsigned long long)i);
+            return SHOAL_ERR_FORMAT;
+        }
+        total += (size_t)s->len + 1;
+    }
+    t->n_merges = (int32_t)n;
+    t->merge = malloc(total ? total : 1);
+    t->merge_off = malloc((n ? n : 1) * sizeof *t->merge_off);
+    t->merge_len = malloc((n ? n : 1) * sizeof *t->merge_len);
+    if (!t->merge || !t->merge_off || !t->merge_len || index_init(&t->merge_ix, (int32_t)n)) {
+        set_err(err, errlen, "tokenizer: out of memory for %llu merges", (unsigned long long)n);
+        return SHOAL_ERR_NOMEM;
+    }
+    size_t o = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        const shoal_gguf_str *s = shoal_gguf_arr_str(g, k, i);
+        memcpy(t->merge + o, s->s, (size_t)s->len + 1);
+        t->merge_off[i] = o;
+        t->merge_len[i] = (uint32_t)s->len;
+        o += (size_t)s->len + 1;
+        index_add(&t->merge_ix, t->merge, t->merge_off, t->merge_len, (int32_t)i);
+    }
+    return 0;
 }
 
 shoal_tokenizer *shoal_tokenizer_from_gguf(const shoal_gguf *g, char *err, size_t errlen)
@@ -266,9 +433,31 @@ shoal_tokenizer *shoal_tokenizer_from_gguf(const shoal_gguf *g, char *err, size_
         set_err(err, errlen, "tokenizer: tokenizer.ggml.model is not a string");
         return NULL;
     }
-    if (strcmp(model, "llama") != 0) {
+    int kind, pre = PRE_NONE;
+    bool ignore_merges = false, add_bos_default = true;
+    if (strcmp(model, "llama") == 0) {
+        kind = KIND_SPM;
+    } else if (strcmp(model, "gpt2") == 0) {
+        kind = KIND_BPE;
+        const char *pre_name = NULL;
+        rc = shoal_gguf_get_str(g, "tokenizer.ggml.pre", &pre_name);
+        if (rc != 0 || !pre_name)
+            pre_name = "default";
+        for (size_t i = 0; i < sizeof pre_names / sizeof pre_names[0]; i++) {
+            if (strcmp(pre_name, pre_names[i].name) == 0) {
+                pre = pre_names[i].pre;
+                ignore_merges = pre_names[i].ignore_merges;
+                add_bos_default = pre_names[i].add_bos;
+            }
+        }
+        if (pre == PRE_NONE) {
+            set_err(err, errlen, "tokenizer: byte-level BPE pre-tokenizer \"%.40s\" is not "
+                    "supported (supported: GPT-2, Llama 3 and Qwen 2 families)", pre_name);
+            return NULL;
+        }
+    } else {
         set_err(err, errlen, "tokenizer: tokenizer.ggml.model \"%.40s\" is not supported "
-                "(only \"llama\", SentencePiece-style)", model);
+                "(only \"llama\" and \"gpt2\")", model);
         return NULL;
     }
 
@@ -333,6 +522,9 @@ shoal_tokenizer *shoal_tokenizer_from_gguf(const shoal_gguf *g, char *err, size_
     t = calloc(1, sizeof *t);
     if (!t)
         goto nomem;
+    t->kind = kind;
+    t->pre = pre;
+    t->ignore_merges = ignore_merges;
     t->n_vocab = n;
     t->conv = malloc(total);
     t->orig = malloc(total);
@@ -349,6 +541,8 @@ shoal_tokenizer *shoal_tokenizer_from_gguf(const shoal_gguf *g, char *err, size_
         goto nomem;
     for (int b = 0; b < 256; b++)
         t->byte_tok[b] = -1;
+    if (kind == KIND_BPE)
+        bpe_byte_map(t);
 
     size_t co = 0, oo = 0;
     for (int32_t i = 0; i < n; i++) {
@@ -362,12 +556,16 @@ shoal_tokenizer *shoal_tokenizer_from_gguf(const shoal_gguf *g, char *err, size_
 
         size_t cl = 0;
         char *c = t->conv + co;
-        for (size_t j = 0; j < len;) {
-            if (len - j >= 3 && memcmp(s->s + j, space_mark, 3) == 0) {
-                c[cl++] = ' ';
-                j += 3;
-            } else {
-                c[cl++] = s->s[j++];
+        if (kind == KIND_BPE) {
+            cl = bpe_unmap(t, s->s, len, c);
+        } else {
+            for (size_t j = 0; j < len;) {
+                if (len - j >= 3 && memcmp(s->s + j, space_mark, 3) == 0) {
+                    c[cl++] = ' ';
+                    j += 3;
+                } else {
+                    c[cl++] = s->s[j++];
+                }
             }
         }
         c[cl] = '\0';
@@ -375,11 +573,10 @@ shoal_tokenizer *shoal_tokenizer_from_gguf(const shoal_gguf *g, char *err, size_
         t->conv_len[i] = (uint32_t)cl;
         co += cl + 1;
 
-        if (scores) {
+        if (scores)
             memcpy(&t->score[i], (const char *)scores + 4 * (size_t)i, 4);
-        } else {
+        else
             t->score[i] = 0.0f;
-        }
 
         int bv = parse_byte_token(s->s, len);
         int ty;
@@ -392,7 +589,7 @@ shoal_tokenizer *shoal_tokenizer_from_gguf(const shoal_gguf *g, char *err, size_
             }
             ty = v == 0 ? SHOAL_TOKEN_NORMAL : (int)v;
         } else {
-            ty = bv >= 0 ? SHOAL_TOKEN_BYTE : SHOAL_TOKEN_NORMAL;
+            ty = (kind == KIND_SPM && bv >= 0) ? SHOAL_TOKEN_BYTE : SHOAL_TOKEN_NORMAL;
         }
         if (ty == SHOAL_TOKEN_BYTE && bv < 0) {
             set_err(err, errlen, "tokenizer: byte token %d is not of the form <0xXX>", i);
@@ -404,45 +601,51 @@ shoal_tokenizer *shoal_tokenizer_from_gguf(const shoal_gguf *g, char *err, size_
             t->byte_tok[bv] = i;
     }
 
-    if ((rc = read_id(g, "tokenizer.ggml.bos_token_id", n, 1, &t->bos, err, errlen)) ||
-        (rc = read_id(g, "tokenizer.ggml.eos_token_id", n, 2, &t->eos, err, errlen)) ||
-        (rc = read_id(g, "tokenizer.ggml.unknown_token_id", n, 0, &t->unk, err, errlen)))
+    int32_t dflt_bos = kind == KIND_SPM ? 1 : -1, dflt_eos = kind == KIND_SPM ? 2 : -1;
+    int32_t dflt_unk = kind == KIND_SPM ? 0 : -1;
+    if ((rc = read_id(g, "tokenizer.ggml.bos_token_id", n, dflt_bos, &t->bos, err, errlen)) ||
+        (rc = read_id(g, "tokenizer.ggml.eos_token_id", n, dflt_eos, &t->eos, err, errlen)) ||
+        (rc = read_id(g, "tokenizer.ggml.unknown_token_id", n, dflt_unk, &t->unk, err, errlen)))
         goto fail;
     int32_t eot = -1, eom = -1;
     if ((rc = read_id(g, "tokenizer.ggml.eot_token_id", n, -1, &eot, err, errlen)) ||
         (rc = read_id(g, "tokenizer.ggml.eom_token_id", n, -1, &eom, err, errlen)))
         goto fail;
 
-    bool flag;
-    t->add_bos = true;
-    rc = shoal_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &flag);
-    if (rc == 0)
-        t->add_bos = flag;
-    else if (rc != SHOAL_ERR_NOTFOUND) {
-        set_err(err, errlen, "tokenizer: tokenizer.ggml.add_bos_token is not a bool");
+    t->add_bos = add_bos_default;
+    t->add_space_prefix = kind == KIND_SPM;
+    if (read_flag(g, "tokenizer.ggml.add_bos_token", &t->add_bos, err, errlen) ||
+        (kind == KIND_SPM &&
+         read_flag(g, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix, err, errlen)))
         goto fail;
-    }
-    t->add_space_prefix = true;
-    rc = shoal_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &flag);
-    if (rc == 0)
-        t->add_space_prefix = flag;
-    else if (rc != SHOAL_ERR_NOTFOUND) {
-        set_err(err, errlen, "tokenizer: tokenizer.ggml.add_space_prefix is not a bool");
-        goto fail;
-    }
 
-    for (int b = 0; b < 256; b++) {
-        if (t->byte_tok[b] < 0 && t->unk < 0) {
-            set_err(err, errlen, "tokenizer: no byte token <0x%02X> and no unknown token", b);
-            goto fail;
-        }
-    }
-
-    if (index_init(&t->conv_ix, n) || index_init(&t->orig_ix, n))
+    if (index_init(&t->orig_ix, n))
         goto nomem;
-    for (int32_t i = 0; i < n; i++) {
-        index_add(&t->conv_ix, t->conv, t->conv_off, t->conv_len, i);
+    for (int32_t i = 0; i < n; i++)
         index_add(&t->orig_ix, t->orig, t->orig_off, t->orig_len, i);
+
+    if (kind == KIND_SPM) {
+        for (int b = 0; b < 256; b++) {
+            if (t->byte_tok[b] < 0 && t->unk < 0) {
+                set_err(err, errlen, "tokenizer: no byte token <0x%02X> and no unknown token", b);
+                goto fail;
+            }
+        }
+        if (index_init(&t->conv_ix, n))
+            goto nomem;
+        for (int32_t i = 0; i < n; i++)
+            index_add(&t->conv_ix, t->conv, t->conv_off, t->conv_len, i);
+    } else {
+        for (int b = 0; b < 256; b++) {
+            if (index_find2(&t->orig_ix, t->orig, t->orig_off, t->orig_len, t->byte_char[b],
+                            t->byte_char_len[b], NULL, 0) < 0) {
+                set_err(err, errlen, "tokenizer: byte-level BPE vocabulary lacks the "
+                        "character of byte 0x%02X", b);
+                goto fail;
+            }
+        }
+        if ((rc = load_merges(t, g, err, errlen)))
+            goto fail;
     }
 
     if (t->bos >= 0)
@@ -467,19 +670,20 @@ fail:
     return NULL;
 }
 
-/* ---- encoding ----------------------------------------------------------- */
+/* ---- merging ------------------------------------------------------------ */
 
 typedef struct {
-    int32_t id;   /* -1 once merged into its left neighbour */
-    int32_t prev; /* -1 at the start */
-    int32_t next; /* -1 at the end */
+    int32_t a;    /* SPM: token id; BPE: start in the mapped text; -1 once merged away */
+    int32_t n;    /* BPE: length in the mapped text */
+    int32_t prev; /* -1 at the start of the text (SPM) or word (BPE) */
+    int32_t next;
 } sym;
 
 typedef struct {
-    float score;
+    float prio;          /* SPM: merged token's score; BPE: -rank */
     int32_t left, right; /* symbol indices */
-    int32_t lid, rid;    /* their ids when the pair was made */
-    int32_t mid;         /* the merged token */
+    int32_t lk, rk;      /* SPM: their ids, BPE: their lengths, when pushed */
+    int32_t mid;         /* SPM: the merged token */
 } cand;
 
 typedef struct {
@@ -488,12 +692,12 @@ typedef struct {
     int32_t n_sym;
     cand *h;
     size_t n_h;
+    char *mapped;       /* BPE: the text in GPT-2 characters (owned) */
 } enc_state;
 
-/* Whether a goes before b: higher score, then the leftmost pair. */
 static bool cand_before(const cand *a, const cand *b)
 {
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
+    return a->prio > b->prio || (a->prio == b->prio && a->left < b->left);
 }
 
 static void heap_push(enc_state *e, cand c)
@@ -534,37 +738,364 @@ static void try_pair(enc_state *e, int32_t left, int32_t right)
     if (left < 0 || right < 0)
         return;
     const shoal_tokenizer *t = e->t;
-    int32_t a = e->s[left].id, b = e->s[right].id;
-    int32_t id = index_find(&t->conv_ix, t->conv, t->conv_off, t->conv_len,
-                            t->conv + t->conv_off[a], t->conv_len[a],
-                            t->conv + t->conv_off[b], t->conv_len[b]);
-    if (id < 0 || !(t->score[id] > MERGE_SCORE_FLOOR))
-        return;
-    heap_push(e, (cand){t->score[id], left, right, a, b, id});
+    const sym *l = &e->s[left], *r = &e->s[right];
+    if (t->kind == KIND_SPM) {
+        int32_t id = index_find2(&t->conv_ix, t->conv, t->conv_off, t->conv_len,
+                                 t->conv + t->conv_off[l->a], t->conv_len[l->a],
+                                 t->conv + t->conv_off[r->a], t->conv_len[r->a]);
+        if (id < 0 || !(t->score[id] > MERGE_SCORE_FLOOR))
+            return;
+        heap_push(e, (cand){t->score[id], left, right, l->a, r->a, id});
+    } else {
+        key3 k = {{e->mapped + l->a, " ", e->mapped + r->a}, {(size_t)l->n, 1, (size_t)r->n}};
+        int32_t rank = index_find(&t->merge_ix, t->merge, t->merge_off, t->merge_len, &k);
+        if (rank < 0)
+            return;
+        heap_push(e, (cand){-(float)rank, left, right, l->n, r->n, -1});
+    }
 }
 
-static void add_sym(enc_state *e, int32_t id)
+static void merge_all(enc_state *e)
+{
+    const bool spm = e->t->kind == KIND_SPM;
+    while (e->n_h > 0) {
+        cand c = heap_pop(e);
+        sym *l = &e->s[c.left], *r = &e->s[c.right];
+        if (l->a < 0 || r->a < 0 || l->next != c.right)
+            continue; /* stale: a side was merged away, or they are no longer adjacent */
+        if (spm ? (l->a != c.lk || r->a != c.rk) : (l->n != c.lk || r->n != c.rk))
+            continue;
+        if (spm)
+            l->a = c.mid;
+        else
+            l->n += r->n;
+        l->next = r->next;
+        if (r->next >= 0)
+            e->s[r->next].prev = c.left;
+        r->a = -1;
+        try_pair(e, l->prev, c.left);
+        try_pair(e, c.left, l->next);
+    }
+}
+
+static void add_sym(enc_state *e, int32_t a, int32_t n, bool link)
 {
     int32_t i = e->n_sym++;
-    e->s[i] = (sym){id, i - 1, -1};
-    if (i > 0)
+    e->s[i] = (sym){a, n, link ? i - 1 : -1, -1};
+    if (link && i > 0)
         e->s[i - 1].next = i;
 }
 
+/* ---- SentencePiece-style encoding (llama2.c) ---------------------------- */
+
 /* One character (or malformed group) of 1..4 bytes. */
-static void add_group(enc_state *e, const char *p, size_t n)
+static void spm_add_group(enc_state *e, const char *p, size_t n)
 {
     const shoal_tokenizer *t = e->t;
-    int32_t id = index_find(&t->conv_ix, t->conv, t->conv_off, t->conv_len, p, n, NULL, 0);
+    int32_t id = index_find2(&t->conv_ix, t->conv, t->conv_off, t->conv_len, p, n, NULL, 0);
     if (id >= 0) {
-        add_sym(e, id);
+        add_sym(e, id, 0, true);
         return;
     }
     for (size_t i = 0; i < n; i++) {
         int32_t b = t->byte_tok[(unsigned char)p[i]];
-        add_sym(e, b >= 0 ? b : t->unk);
+        add_sym(e, b >= 0 ? b : t->unk, 0, true);
     }
 }
+
+static void spm_encode(enc_state *e, const char *text, size_t len)
+{
+    if (len > 0 && e->t->add_space_prefix)
+        spm_add_group(e, " ", 1);
+    for (size_t i = 0; i < len;) {
+        size_t j = i + 1;
+        while (j < len && ((unsigned char)text[j] & 0xC0) == 0x80 && j - i < 4)
+            j++;
+        spm_add_group(e, text + i, j - i);
+        i = j;
+    }
+    for (int32_t i = 0; i + 1 < e->n_sym; i++)
+        try_pair(e, i, i + 1);
+    merge_all(e);
+}
+
+/* ---- byte-level BPE: pre-tokenizers ------------------------------------- */
+
+enum { F_L = 1, F_N = 2, F_WS = 4, F_IN = 8 };
+#define CP_INVALID 0xFFFFFFFEu /* a byte that is not part of a valid character */
+#define CP_END 0xFFFFFFFFu
+
+typedef struct {
+    uint32_t cp;
+    uint32_t start; /* byte offset */
+    uint8_t fl;
+} unit;
+
+/* Splits text into units: valid characters, and single invalid bytes
+ * (which classify as "other": not letter, number or space). */
+static int32_t make_units(const char *text, size_t len, unit *u)
+{
+    int32_t n = 0;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        int k = shoal_utf8_decode(text + i, len - i, &cp);
+        uint8_t fl = F_IN;
+        if (k == 0) {
+            cp = CP_INVALID;
+            k = 1;
+        } else if (shoal_utf8_is_letter(cp)) {
+            fl |= F_L;
+        } else if (shoal_utf8_is_number(cp)) {
+            fl |= F_N;
+        } else if (shoal_utf8_is_space(cp)) {
+            fl |= F_WS;
+        }
+        u[n++] = (unit){cp, (uint32_t)i, fl};
+        i += (size_t)k;
+    }
+    return n;
+}
+
+typedef struct {
+    const unit *u;
+    int32_t n;
+    int32_t *ends; /* word ends, in units */
+    int32_t n_words;
+    int32_t prev_end;
+} splitter;
+
+static uint8_t fl_at(const splitter *sp, int32_t i)
+{
+    return i < sp->n ? sp->u[i].fl : 0;
+}
+
+static uint32_t cp_at(const splitter *sp, int32_t i)
+{
+    return i < sp->n ? sp->u[i].cp : CP_END;
+}
+
+static bool is_other(uint8_t fl)
+{
+    return (fl & F_IN) && !(fl & (F_L | F_N | F_WS));
+}
+
+static void emit_word(splitter *sp, int32_t end)
+{
+    if (end > sp->prev_end)
+        sp->ends[sp->n_words++] = end;
+    sp->prev_end = end;
+}
+
+static uint32_t ascii_lower(uint32_t c)
+{
+    return (c >= 'A' && c <= 'Z') ? c + 32 : c;
+}
+
+/* 's|'t|'re|'ve|'m|'ll|'d (case-insensitive when ci): the match length. */
+static int contraction(const splitter *sp, int32_t pos, bool ci)
+{
+    if (cp_at(sp, pos) != '\'' || pos + 1 >= sp->n)
+        return 0;
+    uint32_t a = cp_at(sp, pos + 1), b = pos + 2 < sp->n ? cp_at(sp, pos + 2) : CP_END;
+    if (ci) {
+        a = ascii_lower(a);
+        b = ascii_lower(b);
+    }
+    if (a == 's' || a == 't' || a == 'm' || a == 'd')
+        return 2;
+    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
+        return 3;
+    return 0;
+}
+
+/* The whitespace tail shared by all patterns:
+ * [\s*[\r\n]+ (with_newlines)] | \s+(?!\S) | \s+ | a lone unit. */
+static int32_t split_space(splitter *sp, int32_t pos, bool with_newlines)
+{
+    int32_t k = 0, last_nl = -1;
+    while (fl_at(sp, pos + k) & F_WS) {
+        uint32_t c = cp_at(sp, pos + k);
+        if (c == '\r' || c == '\n')
+            last_nl = pos + k + 1;
+        k++;
+    }
+    if (with_newlines && last_nl >= 0)
+        return last_nl;
+    if (k > 1 && pos + k < sp->n)
+        return pos + k - 1;
+    if (k > 0)
+        return pos + k;
+    return pos + 1;
+}
+
+/* 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+static void split_gpt2(splitter *sp)
+{
+    for (int32_t pos = 0; pos < sp->n;) {
+        int c = contraction(sp, pos, false);
+        if (c) {
+            pos += c;
+            emit_word(sp, pos);
+            continue;
+        }
+        uint32_t cp = cp_at(sp, pos);
+        int32_t p = pos + (cp == ' ');
+        uint8_t f2 = fl_at(sp, p);
+        if (f2 & (F_L | F_N)) {
+            uint8_t cls = f2 & (F_L | F_N);
+            while (fl_at(sp, p) & cls)
+                p++;
+            pos = p;
+        } else if (is_other(f2)) {
+            while (is_other(fl_at(sp, p)))
+                p++;
+            pos = p;
+        } else {
+            pos = split_space(sp, pos, false);
+        }
+        emit_word(sp, pos);
+    }
+}
+
+/* (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,max_digits}|
+ *  ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
+static void split_llama3(splitter *sp, int max_digits)
+{
+    for (int32_t pos = 0; pos < sp->n;) {
+        int c = contraction(sp, pos, true);
+        if (c) {
+            pos += c;
+            emit_word(sp, pos);
+            continue;
+        }
+        uint32_t cp = cp_at(sp, pos);
+        uint8_t f = fl_at(sp, pos);
+        if (!(cp == '\r' || cp == '\n' || (f & F_N)) &&
+            ((f & F_L) || (fl_at(sp, pos + 1) & F_L))) {
+            pos++;
+            while (fl_at(sp, pos) & F_L)
+                pos++;
+            emit_word(sp, pos);
+            continue;
+        }
+        if (f & F_N) {
+            int32_t ini = pos;
+            while (fl_at(sp, pos) & F_N) {
+                if (++pos - ini >= max_digits) {
+                    emit_word(sp, pos);
+                    ini = pos;
+                }
+            }
+            emit_word(sp, pos);
+            continue;
+        }
+        uint8_t f2 = cp == ' ' ? fl_at(sp, pos + 1) : f;
+        if (!(f2 & (F_WS | F_L | F_N)) && (f & F_IN)) {
+            pos += (cp == ' ');
+            while (is_other(fl_at(sp, pos)))
+                pos++;
+            while (cp_at(sp, pos) == '\r' || cp_at(sp, pos) == '\n')
+                pos++;
+            emit_word(sp, pos);
+            continue;
+        }
+        pos = split_space(sp, pos, true);
+        emit_word(sp, pos);
+    }
+}
+
+static int32_t bpe_split(const shoal_tokenizer *t, const unit *u, int32_t n, int32_t *ends)
+{
+    splitter sp = {u, n, ends, 0, 0};
+    switch (t->pre) {
+    case PRE_GPT2: split_gpt2(&sp); break;
+    case PRE_LLAMA3: split_llama3(&sp, 3); break;
+    default: split_llama3(&sp, 1); break;
+    }
+    return sp.n_words;
+}
+
+/* ---- byte-level BPE: encoding ------------------------------------------- */
+
+static int bpe_encode(enc_state *e, const char *text, size_t len)
+{
+    const shoal_tokenizer *t = e->t;
+    unit *u = malloc((len + 1) * sizeof *u);
+    int32_t *ends = malloc((len + 1) * sizeof *ends);
+    char *mapped = malloc(2 * len + 1);
+    int32_t *moff = malloc((len + 1) * sizeof *moff); /* byte -> mapped offset */
+    if (!u || !ends || !mapped || !moff) {
+        free(u);
+        free(ends);
+        free(mapped);
+        free(moff);
+        return SHOAL_ERR_NOMEM;
+    }
+    int32_t m = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char b = (unsigned char)text[i];
+        moff[i] = m;
+        memcpy(mapped + m, t->byte_char[b], t->byte_char_len[b]);
+        m += t->byte_char_len[b];
+    }
+    moff[len] = m;
+    e->mapped = mapped;
+
+    int32_t nu = make_units(text, len, u);
+    int32_t nw = bpe_split(t, u, nu, ends);
+    int32_t ustart = 0;
+    for (int32_t w = 0; w < nw; w++) {
+        uint32_t b0 = u[ustart].start;
+        uint32_t b1 = ends[w] < nu ? u[ends[w]].start : (uint32_t)len;
+        ustart = ends[w];
+        if (t->ignore_merges &&
+            index_find2(&t->orig_ix, t->orig, t->orig_off, t->orig_len, mapped + moff[b0],
+                        (size_t)(moff[b1] - moff[b0]), NULL, 0) >= 0) {
+            add_sym(e, moff[b0], moff[b1] - moff[b0], false);
+            continue;
+        }
+        int32_t first = e->n_sym;
+        for (uint32_t b = b0; b < b1; b++)
+            add_sym(e, moff[b], moff[b + 1] - moff[b], b > b0);
+        for (int32_t i = first; i + 1 < e->n_sym; i++)
+            try_pair(e, i, i + 1);
+    }
+    merge_all(e);
+    free(u);
+    free(ends);
+    free(moff);
+    return 0;
+}
+
+/* The token of a final BPE symbol, or its characters one by one. */
+static int bpe_emit(const enc_state *e, const sym *s, int32_t *out, int max, int n)
+{
+    const shoal_tokenizer *t = e->t;
+    int32_t id = index_find2(&t->orig_ix, t->orig, t->orig_off, t->orig_len, e->mapped + s->a,
+                             (size_t)s->n, NULL, 0);
+    if (id >= 0) {
+        if (n < max)
+            out[n] = id;
+        return n + 1;
+    }
+    for (int32_t i = 0; i < s->n;) {
+        uint32_t cp;
+        int k = shoal_utf8_decode(e->mapped + s->a + i, (size_t)(s->n - i), &cp);
+        if (k <= 0)
+            k = 1;
+        id = index_find2(&t->orig_ix, t->orig, t->orig_off, t->orig_len, e->mapped + s->a + i,
+                         (size_t)k, NULL, 0);
+        if (id >= 0) { /* always, for a validated vocabulary */
+            if (n < max)
+                out[n] = id;
+            n++;
+        }
+        i += k;
+    }
+    return n;
+}
+
+/* ---- encoding ----------------------------------------------------------- */
 
 int shoal_tokenizer_encode(const shoal_tokenizer *t, const char *text, size_t len,
                            bool add_bos, int32_t *out, int max, int *n_out)
@@ -573,7 +1104,8 @@ int shoal_tokenizer_encode(const shoal_tokenizer *t, const char *text, size_t le
         *n_out = 0;
     if (!t || !n_out || (!text && len > 0) || max < 0 || (!out && max > 0))
         return SHOAL_ERR_ARG;
-    /* Symbols <= len + 1; heap entries < 3 * symbols; ids fit an int. */
+    /* Symbols <= len + 1; heap entries < 3 * symbols; mapped text <= 2 len;
+     * all fit an int32. */
     if (len > (size_t)(INT_MAX / 4) - 4)
         return SHOAL_ERR_RANGE;
 
@@ -586,48 +1118,70 @@ int shoal_tokenizer_encode(const shoal_tokenizer *t, const char *text, size_t le
         free(e.h);
         return SHOAL_ERR_NOMEM;
     }
-
-    if (len > 0 && t->add_space_prefix)
-        add_group(&e, " ", 1);
-    for (size_t i = 0; i < len;) {
-        size_t j = i + 1;
-        while (j < len && ((unsigned char)text[j] & 0xC0) == 0x80 && j - i < 4)
-            j++;
-        add_group(&e, text + i, j - i);
-        i = j;
-    }
-
-    for (int32_t i = 0; i + 1 < e.n_sym; i++)
-        try_pair(&e, i, i + 1);
-    while (e.n_h > 0) {
-        cand c = heap_pop(&e);
-        sym *l = &e.s[c.left], *r = &e.s[c.right];
-        if (l->id != c.lid || r->id != c.rid || l->next != c.right)
-            continue; /* stale */
-        l->id = c.mid;
-        l->next = r->next;
-        if (r->next >= 0)
-            e.s[r->next].prev = c.left;
-        r->id = -1;
-        try_pair(&e, l->prev, c.left);
-        try_pair(&e, c.left, l->next);
-    }
+    int rc = 0;
+    if (t->kind == KIND_SPM)
+        spm_encode(&e, text, len);
+    else
+        rc = bpe_encode(&e, text, len);
 
     int n = 0;
-    if (add_bos && t->bos >= 0) {
-        if (n < max)
-            out[n] = t->bos;
-        n++;
+    if (rc == 0) {
+        if (add_bos && t->bos >= 0) {
+            if (n < max)
+                out[n] = t->bos;
+            n++;
+        }
+        for (int32_t i = 0; i < e.n_sym; i++) {
+            if (e.s[i].a < 0)
+                continue;
+            if (t->kind == KIND_SPM) {
+                if (n < max)
+                    out[n] = e.s[i].a;
+                n++;
+            } else {
+                n = bpe_emit(&e, &e.s[i], out, max, n);
+            }
+        }
     }
-    for (int32_t i = e.n_sym > 0 ? 0 : -1; i >= 0; i = e.s[i].next) {
-        if (n < max)
-            out[n] = e.s[i].id;
-        n++;
-    }
+    free(e.mapped);
     free(e.s);
     free(e.h);
+    if (rc)
+        return rc;
     *n_out = n;
     return n > max ? SHOAL_ERR_RANGE : 0;
+}
+
+int shoal_tokenizer_pretokenize(const shoal_tokenizer *t, const char *text, size_t len,
+                                size_t *ends, size_t max, size_t *n_out)
+{
+    if (n_out)
+        *n_out = 0;
+    if (!t || !n_out || (!text && len > 0) || (!ends && max > 0))
+        return SHOAL_ERR_ARG;
+    if (len > (size_t)(INT_MAX / 4) - 4)
+        return SHOAL_ERR_RANGE;
+    if (t->kind == KIND_SPM) {
+        if (len > 0 && max > 0)
+            ends[0] = len;
+        *n_out = len > 0;
+        return *n_out > max ? SHOAL_ERR_RANGE : 0;
+    }
+    unit *u = malloc((len + 1) * sizeof *u);
+    int32_t *w = malloc((len + 1) * sizeof *w);
+    if (!u || !w) {
+        free(u);
+        free(w);
+        return SHOAL_ERR_NOMEM;
+    }
+    int32_t nu = make_units(text, len, u);
+    int32_t nw = bpe_split(t, u, nu, w);
+    for (int32_t i = 0; i < nw && (size_t)i < max; i++)
+        ends[i] = w[i] < nu ? u[w[i]].start : len;
+    free(u);
+    free(w);
+    *n_out = (size_t)nw;
+    return (size_t)nw > max ? SHOAL_ERR_RANGE : 0;
 }
 
 /* ---- decoding and queries ----------------------------------------------- */
@@ -653,10 +1207,17 @@ int shoal_tokenizer_piece(const shoal_tokenizer *t, int32_t prev, int32_t tok,
         s = "\xE2\x96\x85"; /* U+2585, as llama.cpp prints it */
         n = 3;
         break;
+    case SHOAL_TOKEN_USER_DEFINED:
+        if (t->kind == KIND_BPE) { /* printed as spelled (llama.cpp) */
+            s = t->orig + t->orig_off[tok];
+            n = t->orig_len[tok];
+            break;
+        }
+        /* fall through */
     default:
         s = t->conv + t->conv_off[tok];
         n = t->conv_len[tok];
-        if (prev >= 0 && prev == t->bos && n > 0 && s[0] == ' ') {
+        if (t->kind == KIND_SPM && prev >= 0 && prev == t->bos && n > 0 && s[0] == ' ') {
             s++;
             n--;
         }
@@ -696,5 +1257,5 @@ int32_t shoal_tokenizer_find(const shoal_tokenizer *t, const char *text, size_t 
 {
     if (!t || !text || len == 0 || len > SHOAL_TOKENIZER_MAX_PIECE)
         return -1;
-    return index_find(&t->orig_ix, t->orig, t->orig_off, t->orig_len, text, len, NULL, 0);
+    return index_find2(&t->orig_ix, t->orig, t->orig_off, t->orig_len, text, len, NULL, 0);
 }

@@ -18,14 +18,29 @@
  * exported vocabulary has them. Step 3 uses a heap over a linked list, so a
  * text of n bytes takes O(n log n), not llama2.c's O(n^2).
  *
- * tokenizer.ggml.model = "gpt2" (byte-level BPE with tokenizer.ggml.merges)
- * is rejected with SHOAL_ERR_UNSUPPORTED for now, as is any other model.
+ * tokenizer.ggml.model = "gpt2" (byte-level BPE, tokenizer.ggml.merges) is
+ * encoded as llama.cpp does it: the text is split into words by the
+ * pre-tokenizer that tokenizer.ggml.pre names, each word's bytes become
+ * GPT-2 characters (bytes_to_unicode), and within each word the adjacent
+ * pair with the lowest merge rank is merged (leftmost on ties) until none
+ * is left; for the Llama 3 family a word that is a token as a whole is
+ * taken as it is (ignore_merges). Supported pre-tokenizers: the GPT-2 regex
+ * ("gpt-2", "phi-2", "mpt", "olmo", ...), the Llama 3 regex ("llama-bpe",
+ * "llama3", "dbrx", "smaug-bpe", ...) and the Qwen 2 regex (one digit per
+ * number: "qwen2", "deepseek-r1-qwen", "stablelm2", ...); any other is
+ * refused as unsupported, as are other tokenizer models. Character classes
+ * are Unicode 14.0's. Differences from llama.cpp: invalid UTF-8 keeps its
+ * bytes (llama.cpp replaces it by U+FFFD), and user-defined tokens are not
+ * split out of the text before pre-tokenizing (callers that need special
+ * tokens insert their ids themselves, see shoal_tokenizer_find).
  *
  * Decoding follows llama2.c's `decode`: "▁" prints as a space, a piece's
  * leading space is dropped right after BOS, <0xXX> prints that raw byte.
  * Control and unused tokens print nothing; the unknown token prints U+2585
- * (as llama.cpp does). A piece may be part of a UTF-8 character: print
- * through shoal_utf8_stream (client/utf8.h).
+ * (as llama.cpp does). BPE tokens print their bytes (GPT-2 characters
+ * mapped back; user-defined tokens as spelled), with no space dropping.
+ * A piece may be part of a UTF-8 character: print through
+ * shoal_utf8_stream (client/utf8.h).
  *
  * Ownership: shoal_tokenizer_from_gguf copies everything it needs; the GGUF
  * file may be closed afterwards. Returned strings live as long as the
@@ -61,8 +76,9 @@ enum {
  * A malformed vocabulary (array lengths that differ, ids out of range,
  * token text that contains NUL or is over SHOAL_TOKENIZER_MAX_PIECE bytes,
  * a BYTE token that is not <0xXX>, a type outside 0..6, missing byte
- * tokens without an unknown token) is refused with SHOAL_ERR_FORMAT-style
- * messages; a tokenizer model other than "llama" is refused as unsupported.
+ * tokens without an unknown token, a BPE vocabulary without the 256 byte
+ * characters or with a merge that is not "left right") is refused; so is a
+ * tokenizer model or BPE pre-tokenizer that is not supported.
  * (Empty token text is accepted; such a token is never produced by
  * encoding.) */
 shoal_tokenizer *shoal_tokenizer_from_gguf(const shoal_gguf *g, char *err, size_t errlen);
@@ -76,6 +92,14 @@ void shoal_tokenizer_destroy(shoal_tokenizer **t);
  * At most len + 2 tokens are ever needed. */
 int shoal_tokenizer_encode(const shoal_tokenizer *t, const char *text, size_t len,
                            bool add_bos, int32_t *out, int max, int *n_out);
+
+/* The word boundaries the BPE pre-tokenizer finds in text[0..len): ends[i]
+ * is the byte offset where word i ends (the last one is len). Writes at most
+ * max offsets; *n_out is the number of words. For a SentencePiece tokenizer
+ * the whole text is one word. Returns 0, SHOAL_ERR_RANGE (more than max
+ * words), SHOAL_ERR_ARG or SHOAL_ERR_NOMEM. For tests and debugging. */
+int shoal_tokenizer_pretokenize(const shoal_tokenizer *t, const char *text, size_t len,
+                                size_t *ends, size_t max, size_t *n_out);
 
 /* Writes the bytes token `tok` prints when it follows `prev` (pass -1 for
  * none) into buf, at most cap bytes, no NUL added. Returns the piece's full
@@ -91,7 +115,8 @@ int32_t shoal_tokenizer_unk(const shoal_tokenizer *t);
 int shoal_tokenizer_n_vocab(const shoal_tokenizer *t);
 
 /* Whether the model asks for BOS in front of a prompt
- * (tokenizer.ggml.add_bos_token, default true). */
+ * (tokenizer.ggml.add_bos_token; default true for SentencePiece and the
+ * Llama 3 BPE family, false for other BPE models, as llama.cpp). */
 bool shoal_tokenizer_add_bos(const shoal_tokenizer *t);
 
 /* End of generation: EOS, EOT/EOM when the file names them, control tokens

@@ -12,6 +12,9 @@
 
 #include "kernels/err.h"
 #include "proto/identity.h"
+#include "proto/wire.h"
+
+_Static_assert(SHOAL_ADDR_MAX == SHOAL_WIRE_ADDR_MAX, "an address fits the header's addr field");
 
 static const char scheme[] = "shoal://";
 #define SCHEME_LEN (sizeof scheme - 1)

@@ -12,6 +12,11 @@
  * yields valid UTF-8 in replace mode. Inputs up to 512 bytes without NUL are
  * also encoded by a transcription of llama2.c's quadratic encoder and must
  * give the same tokens.
+ *
+ * The same input also goes through three byte-level BPE tokenizers (GPT-2,
+ * Llama 3 and Qwen 2 pre-tokenizers) on a small synthetic vocabulary
+ * written once to a temporary GGUF file: word ends must increase strictly
+ * and end at the input's length, and decoding must give the input back.
  */
 #include "client/tokenizer.h"
 #include "client/utf8.h"
@@ -19,8 +24,10 @@
 #include "kernels/gguf.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef SHOAL_SHARED
 #define SHOAL_SHARED "../shared"
@@ -36,6 +43,7 @@ typedef struct {
 static struct {
     int loaded; /* 0 not tried, 1 ready, -1 unavailable */
     shoal_tokenizer *t;
+    shoal_tokenizer *bpe[3];
     int n;
     char **vocab; /* "▁" read as ' ' */
     float *scores;
@@ -53,6 +61,79 @@ static int ref_lookup(char *s)
     ref_index key = {.str = s};
     ref_index *res = bsearch(&key, F.sorted, (size_t)F.n, sizeof key, ref_cmp);
     return res ? res->id : -1;
+}
+
+/* 256 byte characters, some merged pieces, and the merges that make them. */
+static shoal_tokenizer *build_bpe(const char *pre)
+{
+    static const char *const pieces[] = {"\xC4\xA0t", "he", "\xC4\xA0the", "in", "ing",
+                                         "\xC4\xA0" "a", "an", "and", "\xC4\xA0" "and", "er"};
+    static const char *const merges[] = {"\xC4\xA0 t", "h e", "\xC4\xA0t he", "i n",
+                                         "in g", "\xC4\xA0 a", "a n", "an d",
+                                         "\xC4\xA0" "a nd", "e r", "n d"};
+    static char chars[256][5];
+    const char *toks[256 + 10];
+    int next = 256;
+    for (int b = 0; b < 256; b++) {
+        int self = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+        int k = shoal_utf8_encode((uint32_t)(self ? b : next++), chars[b]);
+        chars[b][k] = '\0';
+        toks[b] = chars[b];
+    }
+    for (int i = 0; i < 10; i++)
+        toks[256 + i] = pieces[i];
+    char path[128], err[256];
+    snprintf(path, sizeof path, "/tmp/shoal_fuzz_tokenizer_%d.gguf", (int)getpid());
+    shoal_gguf_writer *w = shoal_gguf_writer_new();
+    shoal_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
+    shoal_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre);
+    shoal_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, 266);
+    shoal_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merges,
+                                  sizeof merges / sizeof merges[0]);
+    int rc = shoal_gguf_writer_write(w, path, err, sizeof err);
+    shoal_gguf_writer_destroy(&w);
+    shoal_gguf *g = NULL;
+    if (rc || shoal_gguf_open(path, &g, err, sizeof err) != 0)
+        abort();
+    unlink(path);
+    shoal_tokenizer *t = shoal_tokenizer_from_gguf(g, err, sizeof err);
+    shoal_gguf_close(&g);
+    if (!t)
+        abort();
+    return t;
+}
+
+static void check_bpe(const shoal_tokenizer *t, const uint8_t *data, size_t size)
+{
+    size_t *ends = malloc((size + 1) * sizeof *ends), nw = 0;
+    int32_t *toks = malloc((size + 1) * sizeof *toks);
+    char *dec = malloc(size + 1);
+    if (!ends || !toks || !dec)
+        abort();
+    if (shoal_tokenizer_pretokenize(t, (const char *)data, size, ends, size + 1, &nw) != 0 ||
+        nw > size || (size > 0 && (nw == 0 || ends[nw - 1] != size)))
+        abort();
+    for (size_t i = 1; i < nw; i++)
+        if (ends[i] <= ends[i - 1])
+            abort();
+    int n = 0;
+    if (shoal_tokenizer_encode(t, (const char *)data, size, false, toks, (int)size + 1, &n) != 0 ||
+        n < 0 || (size_t)n > size)
+        abort();
+    size_t o = 0;
+    for (int i = 0; i < n; i++) {
+        char piece[64];
+        int k = shoal_tokenizer_piece(t, i ? toks[i - 1] : -1, toks[i], piece, sizeof piece);
+        if (k < 0 || (size_t)k > sizeof piece || (size_t)k > size - o)
+            abort();
+        memcpy(dec + o, piece, (size_t)k);
+        o += (size_t)k;
+    }
+    if (o != size || memcmp(dec, data, size) != 0)
+        abort();
+    free(dec);
+    free(toks);
+    free(ends);
 }
 
 static void load(void)
@@ -92,6 +173,9 @@ static void load(void)
     }
     qsort(F.sorted, (size_t)F.n, sizeof *F.sorted, ref_cmp);
     shoal_gguf_close(&g);
+    F.bpe[0] = build_bpe("gpt-2");
+    F.bpe[1] = build_bpe("llama-bpe");
+    F.bpe[2] = build_bpe("qwen2");
     F.loaded = 1;
 }
 
@@ -228,6 +312,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (ref[i] != toks[i])
                 abort();
     }
+    for (int i = 0; i < 3; i++)
+        check_bpe(F.bpe[i], data, size);
     free(rep_out);
     free(sout);
     free(dec);

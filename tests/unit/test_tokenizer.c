@@ -8,7 +8,10 @@
  * side by side with the real encoder on prompts, stories, random piece
  * soups, random bytes and Unicode. Then edge cases (empty text, the max
  * limit, byte fallback, a 100 KB text) and malformed vocabularies written
- * with the GGUF writer.
+ * with the GGUF writer. Byte-level BPE on a small synthetic vocabulary:
+ * pre-tokenizer word boundaries against tables made with the patterns
+ * themselves, merges by rank, ignore_merges, pieces, round trips, and
+ * malformed BPE vocabularies. Last, the UTF-8 helpers and stream.
  */
 #include "client/tokenizer.h"
 #include "client/utf8.h"
@@ -681,7 +684,7 @@ static void test_synthetic(void)
         const char *what;
         const char *needle;
     } bad[] = {
-        {{.model = "gpt2", .bos = 1}, "gpt2 model", "not supported"},
+        {{.model = "gpt2", .bos = 1}, "gpt2 without a pre-tokenizer", "not supported"},
         {{.model = "bert", .bos = 1}, "unknown model", "not supported"},
         {{.model = NULL, .bos = 1}, "no model key", "tokenizer.ggml.model"},
         {{.model = "llama", .bos = 1, .n_scores = 10}, "short scores", "scores"},
@@ -704,6 +707,213 @@ static void test_synthetic(void)
         shoal_tokenizer_destroy(&t);
     }
     CHECK(shoal_tokenizer_from_gguf(NULL, err, sizeof err) == NULL);
+}
+
+/* ---- byte-level BPE ----------------------------------------------------- */
+
+/* GPT-2's bytes_to_unicode character of byte b, as UTF-8. */
+static void gpt2_char(int b, char out[4])
+{
+    int cp = b;
+    if (!((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE)) {
+        cp = 256;
+        for (int x = 0; x < b; x++)
+            if (!((x >= 0x21 && x <= 0x7E) || (x >= 0xA1 && x <= 0xAC) || x >= 0xAE))
+                cp++;
+    }
+    int k = shoal_utf8_encode((uint32_t)cp, out);
+    out[k] = '\0';
+}
+
+typedef struct {
+    const char *pre;      /* NULL: key absent */
+    bool no_merges;       /* key absent */
+    const char *bad_merge;/* replaces the first merge */
+    bool drop_byte;       /* leave byte 'q' out of the vocabulary */
+} bpe_spec;
+
+/* Tokens: the 256 byte characters (id = byte), then 256 "Ġt", 257 "he",
+ * 258 "Ġthe", 259 "ll", 260 "hell", 261 "Ġhello", 262 "<|endoftext|>"
+ * (control, BOS and EOS). Merges by rank: "h e", "Ġ t", "Ġt he", "l l",
+ * "he ll". */
+static shoal_tokenizer *build_bpe(const bpe_spec *v, char *err, size_t errlen)
+{
+    static char chars[256][5];
+    const char *toks[263];
+    int32_t types[263];
+    int n = 0;
+    for (int b = 0; b < 256; b++) {
+        gpt2_char(b, chars[b]);
+        types[n] = 1;
+        toks[n++] = (v->drop_byte && b == 'q') ? "qq" : chars[b];
+    }
+    const char *extra[] = {"\xC4\xA0t", "he", "\xC4\xA0the", "ll", "hell", "\xC4\xA0hello",
+                           "<|endoftext|>"};
+    for (int i = 0; i < 7; i++) {
+        types[n] = i == 6 ? 3 : 1;
+        toks[n++] = extra[i];
+    }
+    const char *merges[] = {"h e", "\xC4\xA0 t", "\xC4\xA0t he", "l l", "he ll"};
+    if (v->bad_merge)
+        merges[0] = v->bad_merge;
+    shoal_gguf_writer *w = shoal_gguf_writer_new();
+    shoal_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
+    if (v->pre)
+        shoal_gguf_writer_set_str(w, "tokenizer.ggml.pre", v->pre);
+    shoal_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, (uint64_t)n);
+    shoal_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", SHOAL_GGUF_I32, types,
+                              (uint64_t)n);
+    if (!v->no_merges)
+        shoal_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merges, 5);
+    shoal_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 262);
+    shoal_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 262);
+    int rc = shoal_gguf_writer_write(w, tmp_path(), err, errlen);
+    shoal_gguf_writer_destroy(&w);
+    if (rc)
+        return NULL;
+    shoal_gguf *g = NULL;
+    rc = shoal_gguf_open(tmp_path(), &g, err, errlen);
+    unlink(tmp_path());
+    if (rc)
+        return NULL;
+    shoal_tokenizer *t = shoal_tokenizer_from_gguf(g, err, errlen);
+    shoal_gguf_close(&g);
+    return t;
+}
+
+static bool encode_is(const shoal_tokenizer *t, const char *text, const int32_t *want, int n_want)
+{
+    int32_t out[64];
+    int n = -1;
+    if (shoal_tokenizer_encode(t, text, strlen(text), false, out, 64, &n) != 0 || n != n_want)
+        return false;
+    for (int i = 0; i < n; i++)
+        if (out[i] != want[i])
+            return false;
+    return true;
+}
+
+/* Word ends from the pre-tokenizer patterns themselves (Python's re, with
+ * \p{L}, \p{N} and \s spelled out as Unicode 14.0 classes): GPT-2,
+ * Llama 3, Qwen 2; each list ends with 0. */
+static const struct {
+    const char *text;
+    size_t ends[3][16];
+} split_cases[] = {
+    {"Hello world's 12345  \x0a""\x0a""foo", {{5, 11, 13, 19, 22, 23, 26, 0}, {5, 11, 13, 14, 17, 19, 23, 26, 0}, {5, 11, 13, 14, 15, 16, 17, 18, 19, 23, 26, 0}}},
+    {"I'LL don't 'Re x'VE", {{1, 2, 4, 8, 10, 12, 14, 16, 17, 19, 0}, {1, 4, 8, 10, 12, 14, 16, 19, 0}, {1, 4, 8, 10, 12, 14, 16, 19, 0}}},
+    {"  two\x09""spaces  \x0d""\x0a""\x0d""\x0a""  end  ", {{1, 5, 6, 12, 19, 23, 25, 0}, {1, 5, 12, 18, 19, 23, 25, 0}, {1, 5, 12, 18, 19, 23, 25, 0}}},
+    {"caf\xc3""\xa9"" \xe4""\xb8""\x96""\xe7""\x95""\x8c""\xf0""\x9f""\x99""\x82""!! 1\xc2""\xb2""\xd9""\xa3""", {{5, 12, 18, 24, 0}, {5, 12, 18, 19, 24, 0}, {5, 12, 18, 19, 20, 22, 24, 0}}},
+    {"a\xc2""\xa0""b\xe3""\x80""\x80""c\xe2""\x80""\x83"" d", {{1, 3, 4, 7, 8, 11, 13, 0}, {1, 4, 8, 11, 13, 0}, {1, 4, 8, 11, 13, 0}}},
+    {"(x)=[y]; \"q\" ?\x0a""\x0a""done", {{1, 2, 5, 6, 8, 10, 11, 12, 14, 15, 16, 20, 0}, {2, 5, 6, 8, 10, 11, 12, 16, 20, 0}, {2, 5, 6, 8, 10, 11, 12, 16, 20, 0}}},
+    {"\x0a""", {{1, 0}, {1, 0}, {1, 0}}},
+    {" ", {{1, 0}, {1, 0}, {1, 0}}},
+    {"'", {{1, 0}, {1, 0}, {1, 0}}},
+    {"1234567", {{7, 0}, {3, 6, 7, 0}, {1, 2, 3, 4, 5, 6, 7, 0}}},
+    {" 42 apples", {{3, 10, 0}, {1, 3, 10, 0}, {1, 2, 3, 10, 0}}},
+    {"tab\x09""and\xcc""\x81""combining", {{3, 4, 7, 9, 18, 0}, {3, 7, 18, 0}, {3, 7, 18, 0}}},
+};
+
+static void test_bpe(void)
+{
+    char err[256];
+    const char *pres[3] = {"gpt-2", "llama-bpe", "qwen2"};
+    shoal_tokenizer *tk[3];
+    for (int p = 0; p < 3; p++) {
+        bpe_spec v = {.pre = pres[p]};
+        tk[p] = build_bpe(&v, err, sizeof err);
+        CHECK_MSG(tk[p] != NULL, "BPE vocabulary with pre %s: %s", pres[p], err);
+        if (!tk[p])
+            return;
+    }
+    for (size_t c = 0; c < sizeof split_cases / sizeof split_cases[0]; c++) {
+        for (int p = 0; p < 3; p++) {
+            size_t ends[64], n = 0, want = 0;
+            const char *text = split_cases[c].text;
+            int rc = shoal_tokenizer_pretokenize(tk[p], text, strlen(text), ends, 64, &n);
+            while (split_cases[c].ends[p][want])
+                want++;
+            bool same = rc == 0 && n == want;
+            for (size_t i = 0; same && i < n; i++)
+                same = ends[i] == split_cases[c].ends[p][i];
+            CHECK_MSG(same, "%s splits case %zu as expected (%zu words, want %zu)", pres[p], c,
+                      n, want);
+        }
+    }
+    /* Too many words for max: SHOAL_ERR_RANGE and the count. */
+    size_t ends[2], n = 0;
+    CHECK(shoal_tokenizer_pretokenize(tk[0], "a b c", 5, ends, 2, &n) == SHOAL_ERR_RANGE &&
+          n == 3 && ends[0] == 1 && ends[1] == 3);
+
+    /* Merges by rank inside words, never across them. */
+    const int32_t the_hello[] = {258, ' ', 260, 'o'};
+    CHECK(encode_is(tk[0], " the hello", the_hello, 4));
+    /* Llama 3 keeps a word that is a token as it is (ignore_merges). */
+    const int32_t the_hello3[] = {258, 261};
+    CHECK(encode_is(tk[1], " the hello", the_hello3, 2));
+    const int32_t lll[] = {259, 'l'}; /* leftmost first */
+    CHECK(encode_is(tk[0], "lll", lll, 2));
+    /* "hethe": one word; "h e" merges twice, "Ġt he" cannot (no Ġ). */
+    const int32_t hethe[] = {257, 't', 257};
+    CHECK(encode_is(tk[0], "hethe", hethe, 3));
+    const int32_t empty[] = {0};
+    CHECK(encode_is(tk[0], "", empty, 0));
+
+    int32_t out[64];
+    int m = 0;
+    CHECK(shoal_tokenizer_encode(tk[1], "hi", 2, true, out, 64, &m) == 0 && m == 3 &&
+          out[0] == 262);
+    CHECK(shoal_tokenizer_add_bos(tk[1]) && !shoal_tokenizer_add_bos(tk[0]));
+    CHECK(shoal_tokenizer_is_eog(tk[0], 262) && !shoal_tokenizer_is_eog(tk[0], 258));
+
+    /* Pieces: GPT-2 characters back to bytes; no space dropped after BOS;
+     * control tokens print nothing. */
+    char buf[16];
+    CHECK(shoal_tokenizer_piece(tk[0], 262, 258, buf, sizeof buf) == 4 &&
+          memcmp(buf, " the", 4) == 0);
+    CHECK(shoal_tokenizer_piece(tk[0], 5, 0xE9, buf, sizeof buf) == 1 &&
+          (unsigned char)buf[0] == 0xE9);
+    CHECK(shoal_tokenizer_piece(tk[0], 5, '\n', buf, sizeof buf) == 1 && buf[0] == '\n');
+    CHECK(shoal_tokenizer_piece(tk[0], 5, 262, buf, sizeof buf) == 0);
+    CHECK(shoal_tokenizer_find(tk[0], "<|endoftext|>", 13) == 262);
+
+    /* Round trips of anything, invalid UTF-8 included. */
+    for (int p = 0; p < 3; p++) {
+        const char *texts[] = {"Hello world's 12345  \n\nfoo", "caf\xC3\xA9 \xF0\x9F\x99\x82",
+                               "\xFF\xFE\x80 bad \xC3", "a\0b", " the hell hello the"};
+        size_t lens[] = {26, 10, 9, 3, 19};
+        for (int i = 0; i < 5; i++) {
+            int32_t toks[64];
+            int nt = 0;
+            CHECK(shoal_tokenizer_encode(tk[p], texts[i], lens[i], false, toks, 64, &nt) == 0);
+            size_t dl = 0;
+            char *d = decode(tk[p], toks, 0, nt, &dl);
+            CHECK_MSG(d && dl == lens[i] && memcmp(d, texts[i], lens[i]) == 0,
+                      "%s round trip %d", pres[p], i);
+            free(d);
+        }
+    }
+    for (int p = 0; p < 3; p++)
+        shoal_tokenizer_destroy(&tk[p]);
+
+    struct {
+        bpe_spec v;
+        const char *needle;
+    } bad[] = {
+        {{.pre = NULL}, "not supported"},
+        {{.pre = "falcon"}, "not supported"},
+        {{.pre = "gpt-2", .no_merges = true}, "merges"},
+        {{.pre = "gpt-2", .bad_merge = "he"}, "merge 0"},
+        {{.pre = "gpt-2", .bad_merge = " he"}, "merge 0"},
+        {{.pre = "gpt-2", .drop_byte = true}, "byte 0x71"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        shoal_tokenizer *t = build_bpe(&bad[i].v, err, sizeof err);
+        CHECK_MSG(t == NULL && strstr(err, bad[i].needle), "bad BPE vocabulary %zu refused: %s",
+                  i, err);
+        shoal_tokenizer_destroy(&t);
+    }
 }
 
 /* ---- UTF-8 -------------------------------------------------------------- */
@@ -824,6 +1034,7 @@ int main(void)
 {
     test_utf8();
     test_synthetic();
+    test_bpe();
 
     shoal_gguf *g = NULL;
     char err[256];

@@ -606,8 +606,31 @@ static void test_malicious(void)
     CHECK(shoal_wire_msgpack_check(never, 1, NULL) == SHOAL_ERR_FORMAT);
     CHECK(shoal_wire_msgpack_check(notmap, 2, NULL) == SHOAL_OK);
 
-    /* nesting: depth 8 passes the check, depth 9 does not */
+    /* caller-given limits are honoured */
     shoal_wire_limits lim = shoal_wire_limits_default();
+    CHECK(lim.max_bytes == SHOAL_WIRE_HEADER_MAX && lim.max_depth == 8 &&
+          lim.max_elems == 2048 && lim.max_str == 4096 && lim.max_bin == 4096);
+    {
+        static const uint8_t arr[] = {0x92, 0x91, 0xa3, 'a', 'b', 'c', 0xc4, 0x02, 1, 2, 0x01};
+        shoal_wire_limits l = lim;
+        CHECK(shoal_wire_msgpack_check(arr, sizeof arr, &l) == SHOAL_ERR_FORMAT); /* trailing */
+        static const uint8_t ok[] = {0x92, 0x91, 0xa3, 'a', 'b', 'c', 0xc4, 0x02, 1, 2};
+        CHECK(shoal_wire_msgpack_check(ok, sizeof ok, &l) == SHOAL_OK);
+        l.max_bytes = sizeof ok - 1;
+        CHECK(shoal_wire_msgpack_check(ok, sizeof ok, &l) == SHOAL_ERR_FORMAT);
+        l = lim; l.max_depth = 1;
+        CHECK(shoal_wire_msgpack_check(ok, sizeof ok, &l) == SHOAL_ERR_FORMAT);
+        l = lim; l.max_elems = 2;
+        CHECK(shoal_wire_msgpack_check(ok, sizeof ok, &l) == SHOAL_ERR_FORMAT);
+        l.max_elems = 3;
+        CHECK(shoal_wire_msgpack_check(ok, sizeof ok, &l) == SHOAL_OK);
+        l = lim; l.max_str = 2;
+        CHECK(shoal_wire_msgpack_check(ok, sizeof ok, &l) == SHOAL_ERR_FORMAT);
+        l = lim; l.max_bin = 1;
+        CHECK(shoal_wire_msgpack_check(ok, sizeof ok, &l) == SHOAL_ERR_FORMAT);
+    }
+
+    /* nesting: depth 8 passes the check, depth 9 does not */
     for (int depth = 1; depth <= 10; depth++) {
         craft c;
         craft_begin(&c, 5);
