@@ -8,12 +8,14 @@
 
 #include <immintrin.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-#define POOL_SPIN 20000
+#define POOL_SPIN 20000     /* worker spins before sleeping */
+#define POOL_SPIN_WAIT 2000 /* caller spins before yielding */
 
 struct shoal_pool {
     int n;
@@ -46,7 +48,10 @@ static void *pool_worker(void *arg_)
         while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
                !atomic_load(&p->quit)) {
             if (++spins < POOL_SPIN) {
-                _mm_pause();
+                if (spins % 1024 == 0)
+                    sched_yield();
+                else
+                    _mm_pause();
                 continue;
             }
             pthread_mutex_lock(&p->mu);
@@ -143,8 +148,15 @@ void shoal_pool_run(shoal_pool *p, shoal_pool_fn fn, void *ctx)
         pthread_mutex_unlock(&p->mu);
     }
     fn(ctx, 0, p->n);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0)
-        _mm_pause();
+    /* Spin while the workers are likely running; once that takes long,
+     * yield so that a descheduled worker (more threads than free cores:
+     * several nodes on one machine) can run instead of us spinning. */
+    for (int spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
+        if (spins < POOL_SPIN_WAIT)
+            _mm_pause();
+        else
+            sched_yield();
+    }
 }
 
 void shoal_pool_split(long n, long align, int ith, int nth, long *begin, long *end)
