@@ -9,17 +9,33 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
 
 static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
 static shoal_isa cpu_max = SHOAL_ISA_C;
 static shoal_isa cpu_chosen = SHOAL_ISA_C;
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* F16C from CPUID leaf 1 (ECX bit 29): not every compiler's
+ * __builtin_cpu_supports knows it. Its registers are AVX's, whose OS
+ * support the "avx2" check covers. */
+static int has_f16c(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return 0;
+    return (c >> 29) & 1;
+}
+#endif
+
 static shoal_isa detect(void)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
-    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-          __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2")))
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c() &&
+          __builtin_cpu_supports("bmi2")))
         return SHOAL_ISA_C;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&

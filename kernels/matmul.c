@@ -55,17 +55,19 @@ static void act_ext_ref(const shoal_block_q8_0 *q, int64_t nb, uint8_t *ext)
     }
 }
 
-void shoal_act_prepare_isa(int isa, int wtype, const float *x, int64_t k, int ntok, void *act)
+static void act_prepare(int isa, int wtype, const float *x, int64_t k, int ntok, int t0, int t1,
+                        void *act)
 {
-    if (shoal_act_bytes(wtype, k, ntok) == 0 || !x || !act)
+    if (shoal_act_bytes(wtype, k, ntok) == 0 || !x || !act || t0 < 0 || t1 > ntok || t0 >= t1)
         return;
     if (isa > (int)shoal_cpu_level_max())
         isa = (int)shoal_cpu_level_max();
     uint8_t *base = act;
     size_t q8row = shoal_act_q8_row(k), extrow = shoal_act_ext_row(k);
     size_t extoff = shoal_act_ext_off(k, ntok);
-    memset(base + (size_t)ntok * q8row, 0, extoff - (size_t)ntok * q8row);
-    for (int t = 0; t < ntok; t++) {
+    if (t1 == ntok) /* the padding between the parts, so every byte is defined */
+        memset(base + (size_t)ntok * q8row, 0, extoff - (size_t)ntok * q8row);
+    for (int t = t0; t < t1; t++) {
         uint8_t *q8 = base + (size_t)t * q8row;
         uint8_t *ext = base + extoff + (size_t)t * extrow;
         if (isa >= SHOAL_ISA_AVX512) {
@@ -77,9 +79,20 @@ void shoal_act_prepare_isa(int isa, int wtype, const float *x, int64_t k, int nt
     }
 }
 
+void shoal_act_prepare_isa(int isa, int wtype, const float *x, int64_t k, int ntok, void *act)
+{
+    act_prepare(isa, wtype, x, k, ntok, 0, ntok, act);
+}
+
 void shoal_act_prepare(int wtype, const float *x, int64_t k, int ntok, void *act)
 {
-    shoal_act_prepare_isa((int)shoal_cpu_level(), wtype, x, k, ntok, act);
+    act_prepare((int)shoal_cpu_level(), wtype, x, k, ntok, 0, ntok, act);
+}
+
+void shoal_act_prepare_range(int wtype, const float *x, int64_t k, int ntok, int t0, int t1,
+                             void *act)
+{
+    act_prepare((int)shoal_cpu_level(), wtype, x, k, ntok, t0, t1, act);
 }
 
 /* ---- reference ---- */

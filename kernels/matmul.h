@@ -88,6 +88,12 @@ static inline size_t shoal_act_ext_off(int64_t k, int ntok)
     return ((size_t)ntok * shoal_act_q8_row(k) + 63) & ~(size_t)63;
 }
 
+/* shoal_act_prepare for tokens [t0, t1) of an ntok-token buffer only (x is
+ * still the whole (ntok, k) input), so threads can share the work; the
+ * calls covering [0, ntok) together make the same bytes as one call. */
+void shoal_act_prepare_range(int wtype, const float *x, int64_t k, int ntok, int t0, int t1,
+                             void *act);
+
 /* shoal_matmul at ISA level `isa` (kernels/cpu.h): a level the CPU lacks is
  * lowered to the best it has. Results are identical at every level. */
 void shoal_matmul_isa(int isa, const shoal_mat *w, const float *x, const void *act, int ntok,

@@ -5,7 +5,7 @@
  * The 16 canonical lanes of kernels/matmul.h are two ymm registers per
  * (row, token): lanes 0..7 and 8..15. Both halves see their terms in
  * increasing k, so handling one half after the other within a step of 16
- * keeps every lane's order. Tiles are small (16 ymm registers): 2 rows x 3
+ * keeps every lane's order. Tiles are small (16 ymm registers): 3 rows x 2
  * tokens for plain weights in prompts, 4 rows for decode.
  *
  * Q8_0 and Q4_0: per block, |w| (u8) times x with w's sign (s8) through
@@ -16,8 +16,9 @@
  * These kernels read the Q8_0 rows of the prepared activations, not the
  * AVX-512 extension.
  *
- * Q4_K and Q6_K rows are dequantized a chunk at a time into a stack buffer
- * by shoal_dequantize_row and go through the f32 tile.
+ * Q4_K and Q6_K rows are dequantized a chunk at a time into a stack buffer,
+ * with the float operations of shoal_dequantize_row in the same order, and
+ * go through the f32 tile.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -26,6 +27,14 @@
 #include "kernels/types.h"
 
 #define INLINE static inline __attribute__((always_inline))
+
+/* Full unrolling of the tile loops (their bounds are constants once
+ * inlined), which lets the compiler keep every accumulator in a register. */
+#if defined(__clang__)
+#define UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define UNROLL _Pragma("GCC unroll 16")
+#endif
 
 enum { KF32, KF16, KBF16 };
 enum { QQ8, QQ4 };
@@ -58,8 +67,8 @@ INLINE __m256 ldw(int wt, const uint8_t *p)
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-#define FR 2
-#define FT 3
+#define FR 3
+#define FT 2
 #define FRD 4
 #define FKC 1024
 #define FRT 64
@@ -74,11 +83,11 @@ INLINE void ftile(const int wt, const int R, const int T, const uint8_t *w, size
                   float *y, size_t ldy)
 {
     __m256 acc[FRD][FT][2];
-#pragma GCC unroll 8
+UNROLL
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
+UNROLL
         for (int t = 0; t < T; t++)
-#pragma GCC unroll 2
+UNROLL
             for (int h = 0; h < 2; h++)
                 acc[r][t][h] = first ? _mm256_setzero_ps()
                                      : _mm256_load_ps(acc_s + (r * FT + t) * 16 + 8 * h);
@@ -86,16 +95,16 @@ INLINE void ftile(const int wt, const int R, const int T, const uint8_t *w, size
     const size_t es = welem(wt);
     int64_t i = 0;
     for (; i + 16 <= len; i += 16) {
-#pragma GCC unroll 2
+UNROLL
         for (int h = 0; h < 2; h++) {
             __m256 wv[FRD];
-#pragma GCC unroll 8
+UNROLL
             for (int r = 0; r < R; r++)
                 wv[r] = ldw(wt, w + r * wrs + (size_t)(i + 8 * h) * es);
-#pragma GCC unroll 8
+UNROLL
             for (int t = 0; t < T; t++) {
                 __m256 xv = _mm256_loadu_ps(x + t * xs + i + 8 * h);
-#pragma GCC unroll 8
+UNROLL
                 for (int r = 0; r < R; r++)
                     acc[r][t][h] = _mm256_fmadd_ps(wv[r], xv, acc[r][t][h]);
             }
@@ -127,13 +136,13 @@ INLINE void ftile(const int wt, const int R, const int T, const uint8_t *w, size
         for (int t = 0; t < T; t++)
             for (int l = 0; l < 16; l++)
                 xb[t][l] = l < rem ? x[t * xs + i + l] : 0.0f;
-#pragma GCC unroll 2
+UNROLL
         for (int h = 0; h < 2; h++) {
             __m256 m = _mm256_castsi256_ps(_mm256_load_si256((const __m256i *)(lm + 8 * h)));
-#pragma GCC unroll 8
+UNROLL
             for (int t = 0; t < T; t++) {
                 __m256 xv = _mm256_load_ps(xb[t] + 8 * h);
-#pragma GCC unroll 8
+UNROLL
                 for (int r = 0; r < R; r++) {
                     __m256 f = _mm256_fmadd_ps(_mm256_load_ps(wb[r] + 8 * h), xv, acc[r][t][h]);
                     acc[r][t][h] = _mm256_blendv_ps(acc[r][t][h], f, m);
@@ -142,9 +151,9 @@ INLINE void ftile(const int wt, const int R, const int T, const uint8_t *w, size
         }
     }
 
-#pragma GCC unroll 8
+UNROLL
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
+UNROLL
         for (int t = 0; t < T; t++) {
             if (last) {
                 y[t * ldy + r] = hsum16(acc[r][t][0], acc[r][t][1]);
@@ -216,6 +225,88 @@ INLINE void fmat(const int wt, const shoal_mat *w, const float *x, int ntok, flo
 
 /* ---- Q4_K, Q6_K ---- */
 
+/* One q4_K super-block to 256 floats (32-aligned) with dequantize_q4_K's
+ * operations: (d * sc) * q - (dmin * m), each rounded in that order. The
+ * 6-bit scales and mins are unpacked with ggml's word masks. */
+static void deq_q4k(const shoal_block_q4_K *b, float *y)
+{
+    uint32_t u[4];
+    memcpy(u, b->scales, 12);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    const uint32_t aux = u[1] & 0x3f3f3f3fu;
+    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    u[2] = aux;
+    u[0] &= 0x3f3f3f3fu;
+    __m128i scm = _mm_loadu_si128((const __m128i *)u);
+    _Alignas(32) float sc[16]; /* d * sc[j], then dmin * m[j] */
+    _mm256_store_ps(sc, _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(b->d)),
+                                      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(scm))));
+    _mm256_store_ps(sc + 8, _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(b->dmin)),
+                                          _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                                              _mm_srli_si128(scm, 8)))));
+    const __m256i m4 = _mm256_set1_epi32(15);
+    for (int j = 0; j < 4; j++) {
+        const __m256 d1 = _mm256_set1_ps(sc[2 * j]), n1 = _mm256_set1_ps(sc[8 + 2 * j]);
+        const __m256 d2 = _mm256_set1_ps(sc[2 * j + 1]), n2 = _mm256_set1_ps(sc[9 + 2 * j]);
+        for (int i = 0; i < 4; i++) {
+            __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b->qs + 32 * j + 8 * i)));
+            __m256 lo = _mm256_cvtepi32_ps(_mm256_and_si256(v, m4));
+            __m256 hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4));
+            _mm256_store_ps(y + 64 * j + 8 * i, _mm256_sub_ps(_mm256_mul_ps(d1, lo), n1));
+            _mm256_store_ps(y + 64 * j + 32 + 8 * i, _mm256_sub_ps(_mm256_mul_ps(d2, hi), n2));
+        }
+    }
+}
+
+/* One q6_K super-block to 256 floats (32-aligned) with dequantize_q6_K's
+ * operations: (d * sc) * (q - 32), each rounded in that order. */
+static void deq_q6k(const shoal_block_q6_K *b, float *y)
+{
+    const uint8_t *ql = b->ql, *qh = b->qh;
+    const float d = _cvtsh_ss(b->d);
+    _Alignas(32) float sc[16]; /* d * sc[j] */
+    __m128i s8 = _mm_loadu_si128((const __m128i *)b->scales);
+    _mm256_store_ps(sc, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(s8))));
+    _mm256_store_ps(sc + 8, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(
+                                              _mm256_cvtepi8_epi32(_mm_srli_si128(s8, 8)))));
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    const __m256i c32 = _mm256_set1_epi8(32);
+    for (int h = 0; h < 2; h++) {
+        __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
+        __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
+        __m256i hb = _mm256_loadu_si256((const __m256i *)(qh + 32 * h));
+        __m256i g[4];
+        g[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                               _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
+        g[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
+        g[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
+        g[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
+        for (int gi = 0; gi < 4; gi++) {
+            _Alignas(32) int8_t q[32];
+            _mm256_store_si256((__m256i *)q, _mm256_sub_epi8(g[gi], c32));
+            for (int e = 0; e < 4; e++) { /* 8 elements; scale of their 16 */
+                __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8 * e))));
+                __m256 ds = _mm256_set1_ps(sc[8 * h + 2 * gi + e / 2]);
+                _mm256_store_ps(y + 128 * h + 32 * gi + 8 * e, _mm256_mul_ps(ds, v));
+            }
+        }
+    }
+}
+
+/* len elements (a multiple of 256) of a k-quant row into y (32-aligned). */
+static void deq_kquant(int type, const uint8_t *row, float *y, int64_t len)
+{
+    for (int64_t i = 0; i < len / SHOAL_QK_K; i++) {
+        if (type == SHOAL_TYPE_Q4_K)
+            deq_q4k((const shoal_block_q4_K *)row + i, y + i * SHOAL_QK_K);
+        else
+            deq_q6k((const shoal_block_q6_K *)row + i, y + i * SHOAL_QK_K);
+    }
+}
+
 #define KKC 1024
 #define KTG 48 /* a multiple of FT */
 
@@ -236,9 +327,8 @@ static void kmat(const shoal_mat *w, const float *x, int ntok, float *y, size_t 
                 int64_t len = k - kc < KKC ? k - kc : KKC;
                 int first = kc == 0, last = kc + len == k;
                 for (int ri = 0; ri < rr; ri++)
-                    shoal_dequantize_row(w->type,
-                                         W + (size_t)(r + ri) * rb + (size_t)(kc / SHOAL_QK_K) * bb,
-                                         buf + ri * KKC, len);
+                    deq_kquant(w->type, W + (size_t)(r + ri) * rb + (size_t)(kc / SHOAL_QK_K) * bb,
+                               buf + ri * KKC, len);
                 for (int t0 = tg; t0 < tge; t0 += FT) {
                     int tt = tge - t0 < FT ? tge - t0 : FT;
                     const float *xt = x + (size_t)t0 * (size_t)k + kc;
@@ -264,6 +354,12 @@ static void kmat(const shoal_mat *w, const float *x, int ntok, float *y, size_t 
 #define QR 2
 #define QT 2
 #define QRD 4
+#define QPF 32 /* decode: blocks to prefetch ahead */
+
+/* Prefetches base + off, which may lie past the weights (a prefetch never
+ * faults); the address is formed as an integer, not a pointer past the end. */
+#define prefetch(base, off, hint) \
+    _mm_prefetch((const char *)((uintptr_t)(base) + (off)), hint)
 
 /* A block's 32 weights as s8, in element order. */
 INLINE __m256i qload(const int qt, const uint8_t *blk)
@@ -292,9 +388,9 @@ INLINE void qtile(const int qt, const int R, const int T, const uint8_t *w, size
     const size_t bb = qt == QQ8 ? sizeof(shoal_block_q8_0) : sizeof(shoal_block_q4_0);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[QRD][QT][2];
-#pragma GCC unroll 8
+UNROLL
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
+UNROLL
         for (int t = 0; t < T; t++)
             acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
 
@@ -302,19 +398,25 @@ INLINE void qtile(const int qt, const int R, const int T, const uint8_t *w, size
         const int h = (int)(b & 1);
         __m256i wa[QRD], wsg[QRD];
         float dw[QRD];
-#pragma GCC unroll 8
+        if (T == 1) /* decode: this row ahead, the next row block here */
+UNROLL
+            for (int r = 0; r < R; r++) {
+                prefetch(w, (r + R) * wrs + (size_t)b * bb, _MM_HINT_T1);
+                prefetch(w, r * wrs + (size_t)(b + QPF) * bb, _MM_HINT_T0);
+            }
+UNROLL
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + r * wrs + (size_t)b * bb;
             wsg[r] = qload(qt, blk);
             wa[r] = _mm256_abs_epi8(wsg[r]);
             dw[r] = half_at(blk);
         }
-#pragma GCC unroll 8
+UNROLL
         for (int t = 0; t < T; t++) {
             const uint8_t *xb = xq + t * xrs + (size_t)b * sizeof(shoal_block_q8_0);
             __m256i xv = _mm256_loadu_si256((const __m256i *)(xb + 2));
             float dx = half_at(xb);
-#pragma GCC unroll 8
+UNROLL
             for (int r = 0; r < R; r++) {
                 __m256i p = _mm256_maddubs_epi16(wa[r], _mm256_sign_epi8(xv, wsg[r]));
                 __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
@@ -326,9 +428,9 @@ INLINE void qtile(const int qt, const int R, const int T, const uint8_t *w, size
             }
         }
     }
-#pragma GCC unroll 8
+UNROLL
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
+UNROLL
         for (int t = 0; t < T; t++)
             y[t * ldy + r] = hsum16(acc[r][t][0], acc[r][t][1]);
 }

@@ -10,12 +10,16 @@
  * weight vector once for T tokens and each activation vector once for R
  * rows.
  *
- * Prompts (several tokens) walk a row tile of about 256 KiB of weights
- * (kept in L2 while every token passes over it), token blocks of T, and k
- * chunks small enough that a token block's activations stay in L1; the
- * partial 16-lane accumulators of a tile wait in a stack scratch between
- * chunks, which changes nothing in any lane's order. Decode (one token) runs
- * more rows per tile to hide FMA latency and streams the weights once.
+ * Prompts (more tokens than one tile holds) walk a row tile of about
+ * 256 KiB of weights (kept in L2 while every token passes over it), token
+ * blocks of T, and k chunks small enough that a token block's activations
+ * stay in L1; the partial 16-lane accumulators of a tile wait in a stack
+ * scratch between chunks, which changes nothing in any lane's order. Decode
+ * (one token) and small batches stream each row once, whole; decode runs
+ * more rows per tile to hide FMA latency. Quantized rows are short (a
+ * 4096-wide Q4_0 row is 2.3 KB), so streaming kernels prefetch both ahead
+ * in the row and the next row block at the same offset: without the latter
+ * every row block starts cold, and decode loses about a third of its speed.
  *
  * Q8_0 and Q4_0 weights: a zmm holds a pair of blocks (64 weights), and
  * vpdpbusd(x + 128 as u8, w as s8) gives per dword the quad sum plus
@@ -39,6 +43,14 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
+/* Full unrolling of the tile loops (their bounds are constants once
+ * inlined), which lets the compiler keep every accumulator in a register. */
+#if defined(__clang__)
+#define UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define UNROLL _Pragma("GCC unroll 16")
+#endif
+
 enum { KF32, KF16, KBF16 };
 enum { QQ8, QQ4 };
 
@@ -51,6 +63,11 @@ INLINE float hsum16(__m512 v)
     __m128 d = _mm_add_ss(c, _mm_movehdup_ps(c));
     return _mm_cvtss_f32(d);
 }
+
+/* Prefetches base + off, which may lie past the weights (a prefetch never
+ * faults); the address is formed as an integer, not a pointer past the end. */
+#define prefetch(base, off, hint) \
+    _mm_prefetch((const char *)((uintptr_t)(base) + (off)), hint)
 
 /* ---- f32, f16, bf16 weights ---- */
 
@@ -100,9 +117,9 @@ INLINE void ftile(const int wt, const int R, const int T, const uint8_t *w, size
                   float *y, size_t ldy)
 {
     __m512 acc[FRD][FT];
-#pragma GCC unroll 8
+UNROLL
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
+UNROLL
         for (int t = 0; t < T; t++)
             acc[r][t] = first ? _mm512_setzero_ps() : _mm512_load_ps(acc_s + (r * FT + t) * 16);
 
@@ -110,13 +127,13 @@ INLINE void ftile(const int wt, const int R, const int T, const uint8_t *w, size
     int64_t i = 0;
     for (; i + 16 <= len; i += 16) {
         __m512 wv[FRD];
-#pragma GCC unroll 8
+UNROLL
         for (int r = 0; r < R; r++)
             wv[r] = ldw(wt, w + r * wrs + (size_t)i * es);
-#pragma GCC unroll 8
+UNROLL
         for (int t = 0; t < T; t++) {
             __m512 xv = _mm512_loadu_ps(x + t * xs + i);
-#pragma GCC unroll 8
+UNROLL
             for (int r = 0; r < R; r++)
                 acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
         }
@@ -124,21 +141,21 @@ INLINE void ftile(const int wt, const int R, const int T, const uint8_t *w, size
     if (i < len) { /* the row's last, partial group of 16: other lanes keep */
         __mmask16 m = (__mmask16)((1u << (len - i)) - 1);
         __m512 wv[FRD];
-#pragma GCC unroll 8
+UNROLL
         for (int r = 0; r < R; r++)
             wv[r] = ldw_mask(wt, w + r * wrs + (size_t)i * es, m);
-#pragma GCC unroll 8
+UNROLL
         for (int t = 0; t < T; t++) {
             __m512 xv = _mm512_maskz_loadu_ps(m, x + t * xs + i);
-#pragma GCC unroll 8
+UNROLL
             for (int r = 0; r < R; r++)
                 acc[r][t] = _mm512_mask3_fmadd_ps(wv[r], xv, acc[r][t], m);
         }
     }
 
-#pragma GCC unroll 8
+UNROLL
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
+UNROLL
         for (int t = 0; t < T; t++) {
             if (last)
                 y[t * ldy + r] = hsum16(acc[r][t]);
@@ -190,6 +207,14 @@ INLINE void fmat(const int wt, const shoal_mat *w, const float *x, int ntok, flo
     const size_t es = welem(wt), rb = es * (size_t)k;
     if (ntok == 1) {
         f_decode(wt, W, rb, x, k, y, r0, r1);
+        return;
+    }
+    if (ntok <= FT) { /* a few tokens: stream the rows once, whole */
+        int64_t r = r0;
+        for (; r + FR <= r1; r += FR)
+            ftile_any(wt, FR, ntok, W + (size_t)r * rb, rb, x, (size_t)k, k, NULL, 1, 1, y + r, ldy);
+        for (; r < r1; r++)
+            ftile_any(wt, 1, ntok, W + (size_t)r * rb, rb, x, (size_t)k, k, NULL, 1, 1, y + r, ldy);
         return;
     }
     _Alignas(64) float scratch[FRT * FT * 16];
@@ -323,34 +348,35 @@ INLINE void kdecode_tile(const int type, const int R, const uint8_t *w, size_t r
                          const float *x, int64_t nsb, float *y)
 {
     __m512 acc[KRD];
-#pragma GCC unroll 8
+UNROLL
     for (int r = 0; r < R; r++)
         acc[r] = _mm512_setzero_ps();
     const size_t bb = type == SHOAL_TYPE_Q4_K ? sizeof(shoal_block_q4_K) : sizeof(shoal_block_q6_K);
     for (int64_t sb = 0; sb < nsb; sb++) {
         const float *xs = x + sb * SHOAL_QK_K;
-        if (sb + KPF < nsb) {
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-                for (size_t o = 0; o < bb; o += 64)
-                    _mm_prefetch((const char *)(w + r * rb + (size_t)(sb + KPF) * bb + o), _MM_HINT_T0);
+UNROLL
+        for (int r = 0; r < R; r++) { /* this row ahead, the next row block here */
+UNROLL
+            for (size_t o = 0; o < bb; o += 64) {
+                prefetch(w, (r + R) * rb + (size_t)sb * bb + o, _MM_HINT_T1);
+                prefetch(w, r * rb + (size_t)(sb + KPF) * bb + o, _MM_HINT_T0);
+            }
         }
         if (type == SHOAL_TYPE_Q4_K) {
             _Alignas(64) float sc[KRD][16];
             const shoal_block_q4_K *b[KRD];
-#pragma GCC unroll 8
+UNROLL
             for (int r = 0; r < R; r++) {
                 b[r] = (const shoal_block_q4_K *)(w + r * rb) + sb;
                 _mm512_store_ps(sc[r], q4k_scales(b[r]));
             }
-#pragma GCC unroll 4
+UNROLL
             for (int j = 0; j < 4; j++) {
-#pragma GCC unroll 8
+UNROLL
                 for (int r = 0; r < R; r++) {
                     __m512 v[4];
                     q4k_vecs(b[r], sc[r], j, v);
-#pragma GCC unroll 4
+UNROLL
                     for (int i = 0; i < 4; i++)
                         acc[r] = _mm512_fmadd_ps(v[i], _mm512_loadu_ps(xs + 64 * j + 16 * i), acc[r]);
                 }
@@ -358,25 +384,25 @@ INLINE void kdecode_tile(const int type, const int R, const uint8_t *w, size_t r
         } else {
             _Alignas(64) float sc[KRD][16];
             const shoal_block_q6_K *b[KRD];
-#pragma GCC unroll 8
+UNROLL
             for (int r = 0; r < R; r++) {
                 b[r] = (const shoal_block_q6_K *)(w + r * rb) + sb;
                 _mm512_store_ps(sc[r], q6k_scales(b[r]));
             }
-#pragma GCC unroll 2
+UNROLL
             for (int h = 0; h < 2; h++) {
-#pragma GCC unroll 8
+UNROLL
                 for (int r = 0; r < R; r++) {
                     __m512 v[8];
                     q6k_vecs(b[r], sc[r], h, v);
-#pragma GCC unroll 8
+UNROLL
                     for (int i = 0; i < 8; i++)
                         acc[r] = _mm512_fmadd_ps(v[i], _mm512_loadu_ps(xs + 128 * h + 16 * i), acc[r]);
                 }
             }
         }
     }
-#pragma GCC unroll 8
+UNROLL
     for (int r = 0; r < R; r++)
         y[r] = hsum16(acc[r]);
 }
@@ -460,7 +486,7 @@ static void kmat(const shoal_mat *w, const float *x, int ntok, float *y, size_t 
 #define QT 4      /* tokens per prompt tile */
 #define QRD 6     /* rows per decode tile */
 #define QKC 32    /* pairs of blocks per k chunk */
-#define QPF 512   /* decode prefetch distance, bytes */
+#define QPF 16    /* decode: pairs of blocks to prefetch ahead */
 
 /* One row's pair of blocks at blk: w as s8 (64 weights), the correction
  * -128 * (sum of each quad's weights), and the 16 block scales as f32.
@@ -516,13 +542,13 @@ INLINE void qprep(const int qt, const uint8_t *blk, int half, __m512i *wq, __m51
  */
 INLINE void qtile(const int qt, const int R, const int T, const uint8_t *w, size_t wrs,
                   const uint8_t *ext, size_t extrow, int64_t np, int half_last, float *acc_s,
-                  int first, int last, float *y, size_t ldy)
+                  int first, int last, float *y, size_t ldy, const int stream)
 {
     const size_t pb = qt == QQ8 ? 2 * sizeof(shoal_block_q8_0) : 2 * sizeof(shoal_block_q4_0);
     __m512 acc[QRD][QT];
-#pragma GCC unroll 8
+UNROLL
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
+UNROLL
         for (int t = 0; t < T; t++)
             acc[r][t] = first ? _mm512_setzero_ps() : _mm512_load_ps(acc_s + (r * QT + t) * 16);
 
@@ -530,19 +556,25 @@ INLINE void qtile(const int qt, const int R, const int T, const uint8_t *w, size
     for (int64_t p = 0; p < nfull; p++) {
         __m512i wq[QRD], corr[QRD];
         __m512 ws[QRD];
-        if (QPF && T == 1) /* decode streams the weights once: fetch ahead */
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++)
-                _mm_prefetch((const char *)(w + r * wrs + (size_t)p * pb + QPF), _MM_HINT_T0);
-#pragma GCC unroll 8
+        if (stream && (T <= 2 || p % 2 == 0)) {
+            /* the weights stream through once: fetch this row ahead and the
+             * next row block at this position (rows are short, and a cold
+             * start per row block costs more than the prefetches) */
+UNROLL
+            for (int r = 0; r < R; r++) {
+                prefetch(w, (r + R) * wrs + (size_t)p * pb, _MM_HINT_T1);
+                prefetch(w, r * wrs + (size_t)(p + QPF) * pb, _MM_HINT_T0);
+            }
+        }
+UNROLL
         for (int r = 0; r < R; r++)
             qprep(qt, w + r * wrs + (size_t)p * pb, 0, &wq[r], &corr[r], &ws[r]);
-#pragma GCC unroll 8
+UNROLL
         for (int t = 0; t < T; t++) {
             const uint8_t *e = ext + t * extrow + (size_t)p * 128;
             __m512i xu = _mm512_loadu_si512(e);
             __m512 xs = _mm512_loadu_ps(e + 64);
-#pragma GCC unroll 8
+UNROLL
             for (int r = 0; r < R; r++) {
                 __m512i s = _mm512_dpbusd_epi32(corr[r], xu, wq[r]);
                 __m512 d = _mm512_mul_ps(ws[r], xs);
@@ -554,15 +586,15 @@ INLINE void qtile(const int qt, const int R, const int T, const uint8_t *w, size
         const int64_t p = nfull;
         __m512i wq[QRD], corr[QRD];
         __m512 ws[QRD];
-#pragma GCC unroll 8
+UNROLL
         for (int r = 0; r < R; r++)
             qprep(qt, w + r * wrs + (size_t)p * pb, 1, &wq[r], &corr[r], &ws[r]);
-#pragma GCC unroll 8
+UNROLL
         for (int t = 0; t < T; t++) {
             const uint8_t *e = ext + t * extrow + (size_t)p * 128;
             __m512i xu = _mm512_loadu_si512(e);
             __m512 xs = _mm512_loadu_ps(e + 64);
-#pragma GCC unroll 8
+UNROLL
             for (int r = 0; r < R; r++) {
                 __m512i s = _mm512_dpbusd_epi32(corr[r], xu, wq[r]);
                 __m512 d = _mm512_mul_ps(ws[r], xs);
@@ -571,9 +603,9 @@ INLINE void qtile(const int qt, const int R, const int T, const uint8_t *w, size
         }
     }
 
-#pragma GCC unroll 8
+UNROLL
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
+UNROLL
         for (int t = 0; t < T; t++) {
             if (last)
                 y[t * ldy + r] = hsum16(acc[r][t]);
@@ -584,13 +616,13 @@ INLINE void qtile(const int qt, const int R, const int T, const uint8_t *w, size
 
 INLINE void qtile_any(const int qt, const int R, int tt, const uint8_t *w, size_t wrs,
                       const uint8_t *ext, size_t extrow, int64_t np, int half_last,
-                      float *acc_s, int first, int last, float *y, size_t ldy)
+                      float *acc_s, int first, int last, float *y, size_t ldy, const int stream)
 {
     switch (tt) {
-    case 1: qtile(qt, R, 1, w, wrs, ext, extrow, np, half_last, acc_s, first, last, y, ldy); break;
-    case 2: qtile(qt, R, 2, w, wrs, ext, extrow, np, half_last, acc_s, first, last, y, ldy); break;
-    case 3: qtile(qt, R, 3, w, wrs, ext, extrow, np, half_last, acc_s, first, last, y, ldy); break;
-    default: qtile(qt, R, QT, w, wrs, ext, extrow, np, half_last, acc_s, first, last, y, ldy); break;
+    case 1: qtile(qt, R, 1, w, wrs, ext, extrow, np, half_last, acc_s, first, last, y, ldy, stream); break;
+    case 2: qtile(qt, R, 2, w, wrs, ext, extrow, np, half_last, acc_s, first, last, y, ldy, stream); break;
+    case 3: qtile(qt, R, 3, w, wrs, ext, extrow, np, half_last, acc_s, first, last, y, ldy, stream); break;
+    default: qtile(qt, R, QT, w, wrs, ext, extrow, np, half_last, acc_s, first, last, y, ldy, stream); break;
     }
 }
 
@@ -607,9 +639,19 @@ INLINE void qmat(const int qt, const shoal_mat *w, const void *act, int ntok, fl
     if (ntok == 1) {
         int64_t r = r0;
         for (; r + QRD <= r1; r += QRD)
-            qtile(qt, QRD, 1, W + (size_t)r * rb, rb, ext, 0, np, odd, NULL, 1, 1, y + r, 0);
+            qtile(qt, QRD, 1, W + (size_t)r * rb, rb, ext, 0, np, odd, NULL, 1, 1, y + r, 0, 1);
         for (; r < r1; r++)
-            qtile(qt, 1, 1, W + (size_t)r * rb, rb, ext, 0, np, odd, NULL, 1, 1, y + r, 0);
+            qtile(qt, 1, 1, W + (size_t)r * rb, rb, ext, 0, np, odd, NULL, 1, 1, y + r, 0, 1);
+        return;
+    }
+    if (ntok <= QT) { /* a few tokens: stream the rows once, whole */
+        int64_t r = r0;
+        for (; r + QR <= r1; r += QR)
+            qtile_any(qt, QR, ntok, W + (size_t)r * rb, rb, ext, extrow, np, odd, NULL, 1, 1,
+                      y + r, ldy, 1);
+        for (; r < r1; r++)
+            qtile_any(qt, 1, ntok, W + (size_t)r * rb, rb, ext, extrow, np, odd, NULL, 1, 1,
+                      y + r, ldy, 1);
         return;
     }
     _Alignas(64) float scratch[FRT * QT * 16];
@@ -629,10 +671,10 @@ INLINE void qmat(const int qt, const shoal_mat *w, const void *act, int ntok, fl
                 int64_t r = rt;
                 for (; r + QR <= rte; r += QR)
                     qtile_any(qt, QR, tt, W + (size_t)r * rb + wo, rb, ec, extrow, len, hl,
-                              scratch + (r - rt) * QT * 16, first, last, yt + r, ldy);
+                              scratch + (r - rt) * QT * 16, first, last, yt + r, ldy, 0);
                 for (; r < rte; r++)
                     qtile_any(qt, 1, tt, W + (size_t)r * rb + wo, rb, ec, extrow, len, hl,
-                              scratch + (r - rt) * QT * 16, first, last, yt + r, ldy);
+                              scratch + (r - rt) * QT * 16, first, last, yt + r, ldy, 0);
             }
         }
     }

@@ -35,11 +35,11 @@ int shoal_cmd_keygen(int argc, char **argv)
         switch (c) {
         case 'o': path = optarg; break;
         case 'h': keygen_usage(stdout); return 0;
-        default: keygen_usage(stderr); return 2;
+        default: return 2; /* getopt has said what is wrong */
         }
     }
     if (!path || optind != argc) {
-        keygen_usage(stderr);
+        fprintf(stderr, "shoal keygen: -o FILE is required (see --help)\n");
         return 2;
     }
     shoal_identity *id = NULL;

@@ -198,12 +198,11 @@ int shoal_cmd_serve(int argc, char **argv)
             shoal_log_set_level(shoal_log_level_from_name(optarg));
             break;
         case 'h': serve_usage(stdout); return 0;
-        default: serve_usage(stderr); return 2;
+        default: return 2; /* getopt has said what is wrong */
         }
     }
     if (!model_path || !have_blocks || optind != argc) {
-        fprintf(stderr, "shoal serve: -m MODEL and --blocks A:B are required\n");
-        serve_usage(stderr);
+        fprintf(stderr, "shoal serve: -m MODEL and --blocks A:B are required (see --help)\n");
         return 2;
     }
 

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/err.h"
 #include "node/node_impl.h"
@@ -146,8 +147,10 @@ int shoal_node_new(const shoal_gguf *g, const shoal_identity *id, const shoal_no
         n->p.workers = p->threads;
     if (n->p.workers > NODE_MAX_WORKERS)
         n->p.workers = NODE_MAX_WORKERS;
+    /* Frames up to twice the largest valid tensor (at least 1 MiB) are read
+     * and refused with a reply; bigger ones make libzmq drop the peer. */
     size_t tensor_bytes = (size_t)p->max_batch * (size_t)n->hp.dim * sizeof(float);
-    n->max_frame = tensor_bytes > SHOAL_WIRE_HEADER_MAX ? tensor_bytes : SHOAL_WIRE_HEADER_MAX;
+    n->max_frame = 2 * tensor_bytes > ((size_t)1 << 20) ? 2 * tensor_bytes : (size_t)1 << 20;
 
     rc = SHOAL_ERR_NOMEM;
     n->sessions = calloc((size_t)n->p.max_sessions, sizeof *n->sessions);
@@ -340,8 +343,9 @@ static int open_try(shoal_node *n, node_job *j, double now)
         shoal_wire_reply_init(r, h);
         io_reply(n, &j->msg.frame[0], r);
     } else if (rc == SHOAL_ERR_BUSY) {
-        io_error(n, &j->msg.frame[0], h->request_id, SHOAL_ERR_BUSY,
-                 sp ? "cache full" : "too many distinct spans");
+        io_error(n, &j->msg.frame[0], h->request_id, SHOAL_ERR_BUSY, "%s",
+                 !sp ? "too many distinct spans"
+                     : n->nsessions >= n->p.max_sessions ? "too many sessions" : "cache full");
     } else if (rc == SHOAL_ERR_ARG) {
         io_error(n, &j->msg.frame[0], h->request_id, SHOAL_ERR_ARG,
                  "session id %016llx is in use", (unsigned long long)h->session_id);
@@ -424,7 +428,8 @@ static void io_request(shoal_node *n, shoal_transport_msg *m)
         return;
     }
     if (rc) {
-        io_error(n, &m->frame[0], req.request_id, rc, "malformed header");
+        io_error(n, &m->frame[0], req.request_id, rc,
+                 rc == SHOAL_ERR_UNSUPPORTED ? "unknown codec" : "malformed header");
         return;
     }
     if (req.flags & SHOAL_WIRE_FLAG_REPLY)
@@ -497,10 +502,15 @@ static void *io_main(void *arg)
             {n->zap, 0, ZMQ_POLLIN, 0},
         };
         int r = zmq_poll(items, 3, n->npending || stopping ? IO_BUSY_POLL_MS : IO_POLL_MS);
-        if (r < 0 && errno != EINTR) {
-            SHOAL_LOG_E("poll failed: %s", zmq_strerror(errno));
-            atomic_store(&n->stop, 1);
-            continue;
+        if (r < 0) {
+            if (errno != EINTR && !stopping) {
+                /* the sockets are unusable: stop as if asked, without input */
+                SHOAL_LOG_E("poll failed: %s", zmq_strerror(errno));
+                atomic_store(&n->stop, 1);
+            }
+            struct timespec ts = {0, IO_BUSY_POLL_MS * 1000000L};
+            nanosleep(&ts, NULL);
+            r = 0;
         }
         if (r > 0 && (items[2].revents & ZMQ_POLLIN))
             while (shoal_transport_zap_serve(n->zap) == 0) {

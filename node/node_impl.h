@@ -24,9 +24,6 @@
 #include "proto/wire.h"
 #include "swarm/transport.h"
 
-#ifndef SHOAL_VERSION
-#define SHOAL_VERSION "0.1.0"
-#endif
 
 #define NODE_MAX_JOBS 256     /* requests queued or in work at once */
 #define NODE_MAX_PENDING 64   /* SESSION_OPENs waiting for cache space */

@@ -131,10 +131,11 @@ static void reply_ok(node_worker *w, node_job *j, const float *x)
     shoal_wire_reply_init(r, &j->h);
     size_t tlen = 0;
     if (x) {
-        shoal_codec_desc d = j->h.tensors[0];
+        const shoal_codec_desc *q = &j->h.tensors[0];
+        shoal_codec_desc d;
         int codec = (j->h.has & SHOAL_WIRE_HAS_REPLY_CODEC) ? (int)j->h.reply_codec
-                                                            : (int)d.codec;
-        if (shoal_codec_desc_init(&d, codec, d.ndim, d.shape) || d.nbytes > w->tcap) {
+                                                            : (int)q->codec;
+        if (shoal_codec_desc_init(&d, codec, q->ndim, q->shape) || d.nbytes > w->tcap) {
             reply_error(w, j, SHOAL_ERR_ARG, "bad reply codec %d", codec);
             return;
         }

@@ -20,7 +20,11 @@
  *
  * Tensors: x is (n, dim) row-major f32, sent in `codec` (proto/codec.h) and
  * asked back in the same codec; the reply overwrites x. f32 is exact; the
- * others round (see codec.h).
+ * others round (see codec.h). When a call fails, x is unchanged, except
+ * after SHOAL_ERR_PROTOCOL (a reply tensor that did not decode), when its
+ * contents are unspecified: keep your own copy of inputs you may replay.
+ * A node takes at most 512 tokens per request unless it was started with
+ * another --max-batch (SHOAL_ERR_RANGE beyond that): split long prompts.
  *
  * THREAD SAFETY: a peer is used by one thread at a time. Peers are
  * independent: a program may drive many peers from many threads.

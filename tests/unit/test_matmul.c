@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "kernels/cpu.h"
 #include "kernels/matmul.h"
@@ -137,6 +139,17 @@ static void run_case(int type, int64_t k, int64_t n, int ntok)
         }
         CHECK_MSG(same, "act Q8_0 rows differ from shoal_quantize_row (k %lld)", (long long)k);
         free(want);
+        /* token ranges prepared apart make the same bytes */
+        if (ntok > 2) {
+            uint8_t *a3 = xalloc(ab);
+            memset(a3, 0x33, ab);
+            int cut = 1 + (int)(rnd() % (uint32_t)(ntok - 1));
+            shoal_act_prepare_range(type, x, k, ntok, cut, ntok, a3);
+            shoal_act_prepare_range(type, x, k, ntok, 0, cut, a3);
+            CHECK_MSG(memcmp(a3, act, ab) == 0, "act by ranges differs (k %lld ntok %d cut %d)",
+                      (long long)k, ntok, cut);
+            free(a3);
+        }
         /* every level prepares the same bytes */
         for (int lv = SHOAL_ISA_AVX2; lv <= (int)shoal_cpu_level_max(); lv++) {
             void *a2 = xalloc(ab);
@@ -324,8 +337,32 @@ static void test_bad_args(void)
     CHECK(shoal_act_bytes(SHOAL_TYPE_Q8_0, 64, 0) == 0);
 }
 
+/* SHOAL_ISA lowers the level and never raises it (each case in a child
+ * process: the level is chosen once per process). */
+static void test_isa_override(void)
+{
+    static const char *names[] = {"c", "avx2", "avx512", "bogus", ""};
+    static const int levels[] = {SHOAL_ISA_C, SHOAL_ISA_AVX2, SHOAL_ISA_AVX512, 99, 99};
+    for (int i = 0; i < 5; i++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            setenv("SHOAL_ISA", names[i], 1);
+            shoal_cpu_init();
+            int max = (int)shoal_cpu_level_max();
+            int want = levels[i] < max ? levels[i] : max;
+            int ok = (int)shoal_cpu_level() == want &&
+                     strcmp(shoal_cpu_isa(), shoal_cpu_isa_name(want)) == 0;
+            _exit(ok ? 0 : 1);
+        }
+        int st = 0;
+        CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
+        CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SHOAL_ISA=%s", names[i]);
+    }
+}
+
 int main(void)
 {
+    test_isa_override(); /* before this process chooses its own level */
     shoal_cpu_init();
     printf("cpu: best %s, chosen %s\n", shoal_cpu_isa_name(shoal_cpu_level_max()),
            shoal_cpu_isa());
