@@ -30,9 +30,10 @@
  * that shoal_act_prepare writes. Blocks are picked out of the 34- and
  * 18-byte ggml blocks with vpermw, whose word granularity fits both.
  *
- * Q4_K and Q6_K rows are dequantized a chunk at a time into a stack buffer,
- * with the same float operations in the same order as shoal_dequantize_row
- * (so the same values as the reference sees), and go through the f32 tile.
+ * Q4_K and Q6_K weights are dequantized with the same float operations in
+ * the same order as shoal_dequantize_row (so into the values the reference
+ * sees): for prompts a chunk at a time into a stack buffer that the f32
+ * tile reads, for decode straight into registers feeding the FMAs.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -484,7 +485,7 @@ static void kmat(const shoal_mat *w, const float *x, int ntok, float *y, size_t 
 
 #define QR 4      /* rows per prompt tile */
 #define QT 4      /* tokens per prompt tile */
-#define QRD 6     /* rows per decode tile */
+#define QRD 8     /* rows per decode tile, at most (Q8_0: 8, Q4_0: 6) */
 #define QKC 32    /* pairs of blocks per k chunk */
 #define QPF 16    /* decode: pairs of blocks to prefetch ahead */
 
@@ -637,9 +638,10 @@ INLINE void qmat(const int qt, const shoal_mat *w, const void *act, int ntok, fl
     const size_t extrow = shoal_act_ext_row(k);
     const int odd = (int)(nb & 1);
     if (ntok == 1) {
+        const int rd = qt == QQ8 ? 8 : 6;
         int64_t r = r0;
-        for (; r + QRD <= r1; r += QRD)
-            qtile(qt, QRD, 1, W + (size_t)r * rb, rb, ext, 0, np, odd, NULL, 1, 1, y + r, 0, 1);
+        for (; r + rd <= r1; r += rd)
+            qtile(qt, rd, 1, W + (size_t)r * rb, rb, ext, 0, np, odd, NULL, 1, 1, y + r, 0, 1);
         for (; r < r1; r++)
             qtile(qt, 1, 1, W + (size_t)r * rb, rb, ext, 0, np, odd, NULL, 1, 1, y + r, 0, 1);
         return;

@@ -545,6 +545,23 @@ static void matmul_task(void *ctx, int ith, int nth)
         shoal_matmul(j->w, j->x, j->act, j->ntok, j->y, j->w->n, r0, r1);
 }
 
+typedef struct prep_job {
+    int type;
+    const float *x;
+    int64_t k;
+    int ntok;
+    void *act;
+} prep_job;
+
+static void prep_task(void *ctx, int ith, int nth)
+{
+    prep_job *j = ctx;
+    long t0, t1;
+    shoal_pool_split(j->ntok, 1, ith, nth, &t0, &t1);
+    if (t1 > t0)
+        shoal_act_prepare_range(j->type, j->x, j->k, j->ntok, (int)t0, (int)t1, j->act);
+}
+
 /* y (n, w->n) = W x (n, w->k), threaded. `prepared` tracks which input the
  * activation scratch holds so that q, k and v share one quantization. */
 static void fwd_matmul(shoal_fwd *f, const shoal_mat *w, const float *x, int n, float *y,
@@ -554,7 +571,12 @@ static void fwd_matmul(shoal_fwd *f, const shoal_mat *w, const float *x, int n, 
     if (shoal_act_bytes(w->type, w->k, n) > 0) {
         if (*prepared != x || *prepared_type != w->type ||
             shoal_act_bytes(*prepared_type, w->k, n) != shoal_act_bytes(w->type, w->k, n)) {
-            shoal_act_prepare(w->type, x, w->k, n, f->act);
+            if (n >= 4 && shoal_pool_size(f->pool) > 1) {
+                prep_job pj = {w->type, x, w->k, n, f->act};
+                shoal_pool_run(f->pool, prep_task, &pj);
+            } else {
+                shoal_act_prepare(w->type, x, w->k, n, f->act);
+            }
             *prepared = x;
             *prepared_type = w->type;
         }

@@ -3,8 +3,10 @@
  * weight matrix (the FFN gate/up projection) of each type, decode (1 token:
  * weight bytes streamed per second) and prompt (128 tokens: GFLOP/s, 2*n*k
  * per token), on 1 and 2 threads. Threads are plain pthreads that split the
- * rows in multiples of 16, as a server's pool would. The machine is shared,
- * so each figure is the best of several repetitions.
+ * rows in multiples of 16, as a server's pool would. Runs cycle through
+ * copies of the weights (256 MiB or more in all), so every run streams them
+ * from memory as a model's layers do, not from the L3 cache. The machine is
+ * shared, so each figure is the best of several repetitions.
  *
  * usage: bench_matmul [-k K] [-n N] [-p PROMPT_TOKENS] [-j MAX_THREADS]
  *                     [-r SECONDS] [-c] [type...]   (types: f32 f16 q8_0 ...)
@@ -143,11 +145,19 @@ static void *xalloc(size_t n)
     return p;
 }
 
+/* Copies of the weights that runs cycle through, so that each run reads
+ * them from memory as a model's layers would, not from the L3 cache. */
+#define MAX_COPIES 64
+#define COPY_BYTES ((size_t)256 << 20)
+static shoal_mat copies[MAX_COPIES];
+static int ncopies;
+
 /* Best time of repeated runs: at least `reps` runs and `secs` seconds. */
 static double best_time(int reps, double secs)
 {
     double best = 1e30, start = now();
     for (int i = 0; i < reps || now() - start < secs; i++) {
+        cur.w = &copies[i % ncopies];
         double t = run_once();
         if (t < best)
             best = t;
@@ -226,6 +236,16 @@ int main(int argc, char **argv)
             memcpy(w + (size_t)i * rb, w + (size_t)(i % 64) * rb, rb);
         free(row);
         shoal_mat m = {type, k, n, w};
+        size_t wbytes = rb * (size_t)n;
+        ncopies = (int)(COPY_BYTES / wbytes) + 1;
+        if (ncopies > MAX_COPIES)
+            ncopies = MAX_COPIES;
+        copies[0] = m;
+        for (int c = 1; c < ncopies; c++) {
+            void *wc = xalloc(wbytes);
+            memcpy(wc, w, wbytes);
+            copies[c] = (shoal_mat){type, k, n, wc};
+        }
         size_t ab = shoal_act_bytes(type, k, ptok);
         void *act = ab ? xalloc(ab) : NULL;
 
@@ -250,6 +270,8 @@ int main(int argc, char **argv)
                    2.0 * (double)n * (double)k * ptok / tp * 1e-9, tprep * 1e3);
             fflush(stdout);
         }
+        for (int c = 1; c < ncopies; c++)
+            free((void *)copies[c].data);
         free(w);
         free(act);
     }
