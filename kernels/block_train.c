@@ -418,8 +418,12 @@ static void block_forward(shoal_train *tr, const shoal_block_w *w, const shoal_l
     proj_forward(tr, w, lora, SHOAL_PROJ_GATE, T, tr->xn2, tr->g);
     proj_forward(tr, w, lora, SHOAL_PROJ_UP, T, tr->xn2, tr->up);
     shoal_op_swiglu_forward(nf, tr->g, tr->up, tr->s);
-    if (!y)
+    if (!y) { /* backward needs only down's LoRA input u = A s, not its output */
+        if (lora && shoal_lora_view_on(&lora[SHOAL_PROJ_DOWN]))
+            shoal_op_lora_forward(&lora[SHOAL_PROJ_DOWN], T, hp->ffn, dim, tr->s,
+                                  tr->u[SHOAL_PROJ_DOWN], tr->tmp);
         return;
+    }
     proj_forward(tr, w, lora, SHOAL_PROJ_DOWN, T, tr->s, tr->tmp);
     for (size_t i = 0; i < n; i++)
         y[i] = tr->h[i] + tr->tmp[i];
