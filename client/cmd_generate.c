@@ -37,6 +37,7 @@
 #include "kernels/gguf.h"
 #include "kernels/model.h"
 #include "kernels/pool.h"
+#include "lora/adapter.h"
 #include "proto/addr.h"
 #include "proto/codec.h"
 #include "swarm/model_id.h"
@@ -161,6 +162,7 @@ static void generate_usage(FILE *out)
             "      --codec C           activations on the wire: f32 (exact, default), f16,\n"
             "                          bf16 or int8\n"
             "      --timeout S         seconds to wait for each answer of a node (default 30)\n"
+            "      --lora FILE         apply a LoRA adapter (GGUF, llama.cpp layout) locally\n"
             "  -h, --help              show this help\n");
 }
 
@@ -269,6 +271,36 @@ out:
     return status;
 }
 
+/* ---- a local adapter ----------------------------------------------------- */
+
+/* Load the adapter at path for every block and apply it in f's passes; the
+ * adapter and its views must outlive f's use. Prints one line on failure. */
+static int apply_lora(const char *path, const shoal_hparams *hp, shoal_fwd *f,
+                      shoal_adapter **ad, shoal_fwd_lora **views)
+{
+    char err[512];
+    int rc = shoal_adapter_load(path, hp, 0, hp->n_layer, ad, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "shoal generate: --lora %s: %s\n", path, err);
+        return rc;
+    }
+    if (!(*views = calloc((size_t)hp->n_layer * SHOAL_PROJ__COUNT, sizeof **views))) {
+        fprintf(stderr, "shoal generate: out of memory\n");
+        return SHOAL_ERR_NOMEM;
+    }
+    for (int l = 0; l < hp->n_layer; l++)
+        for (int p = 0; p < SHOAL_PROJ__COUNT; p++) {
+            const shoal_lora *x = shoal_adapter_lora(*ad, l, p);
+            if (x)
+                (*views)[l * SHOAL_PROJ__COUNT + p] = (shoal_fwd_lora){
+                    shoal_lora_rank(x), shoal_lora_scale(x), shoal_lora_a_const(x),
+                    shoal_lora_b_const(x)};
+        }
+    if ((rc = shoal_fwd_set_lora(f, *views, 0, hp->n_layer)))
+        fprintf(stderr, "shoal generate: --lora %s: %s\n", path, shoal_strerror(rc));
+    return rc;
+}
+
 /* ---- the command -------------------------------------------------------- */
 
 int shoal_cmd_generate(int argc, char **argv)
@@ -280,12 +312,13 @@ int shoal_cmd_generate(int argc, char **argv)
         {"top-p", required_argument, 0, 3},     {"min-p", required_argument, 0, 4},
         {"repeat-penalty", required_argument, 0, 5}, {"repeat-last-n", required_argument, 0, 6},
         {"peers", required_argument, 0, 7},     {"codec", required_argument, 0, 8},
-        {"timeout", required_argument, 0, 9},
+        {"timeout", required_argument, 0, 9},   {"lora", required_argument, 0, 10},
         {"seed", required_argument, 0, 's'},    {"threads", required_argument, 0, 't'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
     const char *model_path = NULL, *prompt = "";
     char *peers_arg = NULL;
+    const char *lora_path = NULL;
     int codec = -1;
     double timeout_s = 30;
     long n_predict = 128, ctx = 0, threads = shoal_cpu_count(), v;
@@ -317,6 +350,7 @@ int shoal_cmd_generate(int argc, char **argv)
             }
             break;
         case 9: if (!shoal_cli_float("generate", "--timeout", optarg, 0.001, 86400, &timeout_s)) return 2; break;
+        case 10: lora_path = optarg; break;
         case 'h': generate_usage(stdout); return 0;
         default: return shoal_cli_bad_option("generate", c, argv);
         }
@@ -337,6 +371,10 @@ int shoal_cmd_generate(int argc, char **argv)
         fprintf(stderr, "shoal generate: --codec needs --peers\n");
         return 2;
     }
+    if (peers_arg && lora_path) {
+        fprintf(stderr, "shoal generate: --lora applies an adapter locally; not with --peers\n");
+        return 2;
+    }
     if (codec < 0)
         codec = SHOAL_CODEC_F32;
     int timeout_ms = (int)(timeout_s * 1000 + 0.5);
@@ -352,6 +390,8 @@ int shoal_cmd_generate(int argc, char **argv)
     shoal_tokenizer *tok = NULL;
     shoal_remote *chain = NULL;
     local_blocks lb = {0};
+    shoal_adapter *lora = NULL;
+    shoal_fwd_lora *lora_views = NULL;
     gen gs;
     memset(&gs, 0, sizeof gs);
 
@@ -431,6 +471,10 @@ int shoal_cmd_generate(int argc, char **argv)
         free(ptoks);
         goto nomem;
     }
+    if (lora_path && apply_lora(lora_path, hp, gs.fwd, &lora, &lora_views)) {
+        free(ptoks);
+        goto out;
+    }
 
     fwrite(prompt, 1, plen, stdout);
     fflush(stdout);
@@ -480,6 +524,8 @@ out:
     free(gs.x);
     free(gs.logits);
     shoal_fwd_destroy(&gs.fwd);
+    free(lora_views);
+    shoal_adapter_destroy(&lora);
     shoal_kv_destroy(&lb.kv);
     shoal_sampler_destroy(&gs.smp);
     shoal_remote_destroy(&chain);

@@ -10,7 +10,7 @@ run_main=1
 [ "${1:-}" = "--no-run" ] && run_main=0
 
 packages=(build-essential cmake pkg-config libsodium-dev libzmq3-dev libmsgpack-dev
-          libopenblas-dev libjansson-dev libedit-dev libmicrohttpd-dev python3)
+          libopenblas-dev libjansson-dev libedit-dev libmicrohttpd-dev python3 time)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -55,7 +55,7 @@ start_node n1 "$model" 0:2
 start_node n2 "$model" 2:4
 start_node n3 "$model" 4:5
 start_node other "$tmp/other.gguf" 4:5
-start_node small "$model" 0:5 --cache-tokens 2048 --busy-wait 300
+start_node small "$model" 0:5 --cache-tokens 1400 --busy-wait 300
 for n in n1 n2 n3 other small; do wait_node $n; done
 key() { addr "$1" | sed 's|.*/||'; }
 hostport() { addr "$1" | sed 's|^shoal://||; s|/.*||'; }
@@ -107,7 +107,7 @@ grep -q "^shoal generate: warning: not using peer shoal://127.0.0.1:1/" "$tmp/er
   { bad "no warning about the dead extra peer"; cat "$tmp/err"; }
 
 echo "context longer than the nodes take:"
-expect 1 10 "^shoal generate: no peer serves blocks 0:5 \(left out: .*takes sessions of at most 2048 tokens, 3000 needed \(lower -c\)\)" \
+expect 1 10 "^shoal generate: no peer serves blocks 0:5 \(left out: .*takes sessions of at most 1400 tokens, 3000 needed \(lower -c\)\)" \
   --peers "$(addr small)" -c 3000
 
 echo "usage errors:"
@@ -117,11 +117,13 @@ expect 2 10 "--codec: expected f32, f16, bf16 or int8" --peers "$(addr n1)" --co
 expect 2 10 "--codec needs --peers" --codec f16
 expect 2 10 "--timeout" --peers "$(addr n1)" --timeout 0
 
-# A client held with its sessions open: its standard output is a 4 KiB pipe
-# that nobody reads until $tmp/go.NAME appears, and its prompt is longer
-# than that, so it blocks writing the prompt after the chain is set up.
+# A client held in the middle of a generation, its sessions open: its
+# standard output is a 4 KiB pipe that nobody reads until $tmp/go.NAME
+# appears; the prompt (3977 bytes, 1069 tokens) nearly fills it, so the
+# client blocks writing its first generated words, with the whole prompt
+# in the nodes' caches. held.py reports when the pipe is full.
 cat >"$tmp/held.py" <<'EOF'
-import fcntl, os, subprocess, sys, time
+import fcntl, os, struct, subprocess, sys, termios, time
 out, err, go, status = sys.argv[1:5]
 r, w = os.pipe()
 fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ
@@ -129,6 +131,12 @@ with open(err, "wb") as ef:
     p = subprocess.Popen(sys.argv[5:], stdout=w, stderr=ef)
 os.close(w)
 end = time.time() + 60
+while time.time() < end and p.poll() is None:
+    avail = struct.unpack("i", fcntl.ioctl(r, termios.FIONREAD, b"\0\0\0\0"))[0]
+    if avail >= 4096:
+        open(status + ".blocked", "w").close()
+        break
+    time.sleep(0.02)
 while not os.path.exists(go) and time.time() < end:
     time.sleep(0.05)
 data = b""
@@ -145,20 +153,20 @@ except subprocess.TimeoutExpired:
 open(out, "wb").write(data)
 open(status, "w").write(str(rc))
 EOF
-long=$(printf 'Once upon a time there was a little dog. %.0s' $(seq 1 120))
+long=$(printf 'Once upon a time there was a little dog. %.0s' $(seq 1 97))
 held() { # NAME PEERS [ARGS...]: start a held client in the background
   local name=$1 p=$2
   shift 2
   python3 "$tmp/held.py" "$tmp/$name.out" "$tmp/$name.err" "$tmp/go.$name" "$tmp/$name.status" \
-    timeout 120 "$SHOAL" generate -m "$model" -c 2048 --temp 0 -n 8 -p "$long" -t 1 \
+    timeout 120 "$SHOAL" generate -m "$model" -c 1400 --temp 0 -n 200 -p "$long" -t 1 \
     --peers "$p" "$@" &
   eval "held_$name=$!"
   local i
-  for i in $(seq 200); do
-    grep -q '^chain:' "$tmp/$name.err" 2>/dev/null && return 0
+  for i in $(seq 300); do
+    [ -e "$tmp/$name.status.blocked" ] && return 0
     sleep 0.05
   done
-  bad "held client $name did not set up its chain in 10 s"; cat "$tmp/$name.err"
+  bad "held client $name did not get to block in 15 s"; cat "$tmp/$name.err"
   return 1
 }
 release() { # NAME: let it go on, wait for it (bounded by held.py), status in $rc
@@ -168,14 +176,17 @@ release() { # NAME: let it go on, wait for it (bounded by held.py), status in $r
 }
 
 echo "a full node:"
-# the held client takes all 2048 tokens of small's cache; another one waits
-# 0.3 s for space, then gets "busy"
+# the held client holds 1100 of small's 1400 tokens (all 1400 where a node
+# reserves a session's length up front); another one waits 0.3 s for
+# space, then gets "busy"
 held hog "$(addr small)"
-sleep 0.2
 expect 1 10 "^shoal generate: peer $(addr small) \(blocks 0:5\): busy.*: cache full$" \
   --peers "$(addr small)"
 release hog
 [ "$rc" = 0 ] && ok || { bad "the held client failed"; cat "$tmp/hog.err"; }
+# and it was not disturbed: the same text as an unhindered run
+gen --peers "$(addr n1),$(addr n2),$(addr n3)" -c 1400 -n 200 -p "$long" >"$tmp/out" 2>/dev/null
+cmp -s "$tmp/out" "$tmp/hog.out" && ok || bad "the held client's text differs from a plain run"
 gen --peers "$(addr small)" >"$tmp/out" 2>"$tmp/err" && cmp -s "$tmp/out" "$ref/once-64.txt" && ok ||
   { bad "the full node did not free its cache after the session closed"; cat "$tmp/err"; }
 
