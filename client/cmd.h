@@ -7,8 +7,11 @@
 #define SHOAL_CLIENT_CMD_H
 
 int shoal_cmd_generate(int argc, char **argv);
+int shoal_cmd_chat(int argc, char **argv);
+int shoal_cmd_api(int argc, char **argv);
 int shoal_cmd_bench(int argc, char **argv);
 int shoal_cmd_mkmodel(int argc, char **argv);
+int shoal_cmd_finetune(int argc, char **argv);
 int shoal_cmd_serve(int argc, char **argv);  /* node/cmd_serve.c */
 int shoal_cmd_keygen(int argc, char **argv); /* node/cmd_keygen.c */
 

@@ -14,8 +14,11 @@ typedef struct subcommand {
 } subcommand;
 
 static const subcommand commands[] = {
-    {"generate", shoal_cmd_generate, "generate text from a local GGUF model"},
+    {"generate", shoal_cmd_generate, "generate text, locally or through nodes"},
+    {"chat", shoal_cmd_chat, "talk with a model, locally or through nodes"},
+    {"api", shoal_cmd_api, "serve an OpenAI-compatible HTTP API (and /metrics)"},
     {"bench", shoal_cmd_bench, "measure prompt and decode speed (tokens/s)"},
+    {"finetune", shoal_cmd_finetune, "train a LoRA adapter on a text, locally or through nodes"},
     {"mkmodel", shoal_cmd_mkmodel, "write a random-weight Llama GGUF of any shape"},
     {"serve", shoal_cmd_serve, "serve a span of a model's blocks to the swarm"},
     {"keygen", shoal_cmd_keygen, "make a node identity file"},

@@ -119,6 +119,10 @@ int shoal_route_check(const shoal_route_cand *c, const shoal_route_want *w, char
                 c->address, in->max_length, w->max_length);
         return SHOAL_ERR_RANGE;
     }
+    if (c->state == SHOAL_WIRE_STATE_OFFLINE) {
+        err_add(err, errlen, "%s is leaving", c->address);
+        return SHOAL_ERR_BUSY;
+    }
     return 0;
 }
 
@@ -146,27 +150,45 @@ int shoal_route_plan(const shoal_route_cand *cands, size_t n, const shoal_route_
                      shoal_route_hop *hops, size_t max_hops, size_t *n_hops, char *err,
                      size_t errlen)
 {
-    *n_hops = 0;
-    if (err && errlen)
-        err[0] = 0;
     if (w->nblocks == 0) {
+        *n_hops = 0;
+        if (err && errlen)
+            err[0] = 0;
         err_add(err, errlen, "the model has no blocks");
         return SHOAL_ERR_ARG;
     }
-    const uint32_t L = w->nblocks;
+    return shoal_route_plan_range(cands, n, NULL, w, 0, w->nblocks, hops, max_hops, n_hops, err,
+                                  errlen);
+}
+
+int shoal_route_plan_range(const shoal_route_cand *cands, size_t n, const uint8_t *skip,
+                           const shoal_route_want *w, uint32_t a, uint32_t b,
+                           shoal_route_hop *hops, size_t max_hops, size_t *n_hops, char *err,
+                           size_t errlen)
+{
+    *n_hops = 0;
+    if (err && errlen)
+        err[0] = 0;
+    if (a >= b || b > w->nblocks) {
+        err_add(err, errlen, "blocks %u:%u are not a range of the model's 0:%u", a, b,
+                w->nblocks);
+        return SHOAL_ERR_ARG;
+    }
     size_t nh = 0;
     int gaps = 0;
-    uint32_t pos = 0;
-    while (pos < L) {
+    uint32_t pos = a;
+    while (pos < b) {
         size_t best = n;
         for (size_t i = 0; i < n; i++) {
             const shoal_route_cand *c = &cands[i];
-            if (c->info.span_start > pos || c->info.span_end <= pos || !usable(c, w))
+            if ((skip && skip[i]) || c->info.span_start > pos || c->info.span_end <= pos ||
+                !usable(c, w))
                 continue;
             if (best == n || better(c, i, &cands[best], best))
                 best = i;
         }
         if (best < n) {
+            uint32_t reach = cands[best].info.span_end < b ? cands[best].info.span_end : b;
             if (!gaps) {
                 if (nh == max_hops) {
                     err_add(err, errlen, "a plan needs more than %zu hops", max_hops);
@@ -174,17 +196,17 @@ int shoal_route_plan(const shoal_route_cand *cands, size_t n, const shoal_route_
                 }
                 hops[nh].cand = best;
                 hops[nh].start = pos;
-                hops[nh].end = cands[best].info.span_end;
+                hops[nh].end = reach;
                 nh++;
             }
-            pos = cands[best].info.span_end;
+            pos = reach;
             continue;
         }
         /* a gap from pos to the next usable start (or the end) */
-        uint32_t end = L;
+        uint32_t end = b;
         for (size_t i = 0; i < n; i++)
-            if (cands[i].info.span_start > pos && cands[i].info.span_start < end &&
-                usable(&cands[i], w))
+            if (!(skip && skip[i]) && cands[i].info.span_start > pos &&
+                cands[i].info.span_start < end && usable(&cands[i], w))
                 end = cands[i].info.span_start;
         err_add(err, errlen, "%s%u:%u", gaps ? ", " : "no peer serves blocks ", pos, end);
         gaps++;
@@ -194,11 +216,13 @@ int shoal_route_plan(const shoal_route_cand *cands, size_t n, const shoal_route_
         *n_hops = nh;
         return 0;
     }
-    /* say why candidates that would cover a missing block were left out */
+    /* say why candidates that would cover a missing block were left out
+     * (skipped ones are the caller's business: it knows why) */
     char why[512];
     size_t said = 0, left_out = 0;
     for (size_t i = 0; i < n; i++) {
-        if (shoal_route_check(&cands[i], w, why, sizeof why) == 0)
+        if ((skip && skip[i]) || cands[i].info.span_end <= a || cands[i].info.span_start >= b ||
+            shoal_route_check(&cands[i], w, why, sizeof why) == 0)
             continue;
         if (said < 2) {
             err_add(err, errlen, "%s%s", said ? "; " : " (left out: ", why);

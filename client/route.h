@@ -20,6 +20,12 @@
  * with more free cache tokens, then to the smaller address (strcmp), then
  * to the earlier record, so the same list always gives the same chain.
  *
+ * Failover (client/remote.h) plans again for one block range [a, b) of a
+ * chain that broke, leaving out the peers it has banned:
+ * shoal_route_plan_range() is the same rule over [a, b), with a mask of
+ * candidates to skip. A candidate whose node said it is leaving (state
+ * OFFLINE) is never usable.
+ *
  * Ownership: a candidate list owns its records; plans are arrays the caller
  * passes in. THREAD SAFETY: pure functions; a list belongs to one thread.
  */
@@ -39,6 +45,8 @@
 typedef struct shoal_route_cand {
     char address[SHOAL_ADDR_MAX]; /* "shoal://host:port/key" */
     shoal_peer_info info;         /* its INFO answer */
+    uint32_t state;               /* SHOAL_WIRE_STATE_* from INFO; 0: not said
+                                     (online) */
 } shoal_route_cand;
 
 /* A growable list of candidates (embedded: init/fini). */
@@ -75,9 +83,9 @@ typedef struct shoal_route_hop {
 int shoal_route_check_model(const shoal_route_cand *c, const shoal_route_want *w, char *err,
                             size_t errlen);
 
-/* 0 when c is usable for w (model, a sane span, codec, session length);
- * else SHOAL_ERR_MODEL, _PROTOCOL, _UNSUPPORTED or _RANGE with one line
- * in err saying why. */
+/* 0 when c is usable for w (model, a sane span, codec, session length, not
+ * leaving); else SHOAL_ERR_MODEL, _PROTOCOL, _UNSUPPORTED, _RANGE or _BUSY
+ * (leaving) with one line in err saying why. */
 int shoal_route_check(const shoal_route_cand *c, const shoal_route_want *w, char *err,
                       size_t errlen);
 
@@ -92,5 +100,14 @@ int shoal_route_check(const shoal_route_cand *c, const shoal_route_want *w, char
 int shoal_route_plan(const shoal_route_cand *cands, size_t n, const shoal_route_want *w,
                      shoal_route_hop *hops, size_t max_hops, size_t *n_hops, char *err,
                      size_t errlen);
+
+/* The same for blocks [a, b) only (0 <= a < b <= w->nblocks), leaving out
+ * every candidate i with skip[i] != 0 (skip may be NULL). Hops end at b at
+ * the latest. SHOAL_ERR_NOTFOUND names the blocks of [a, b) nobody usable
+ * serves ("no peer serves blocks 3:4"); SHOAL_ERR_ARG for a bad range. */
+int shoal_route_plan_range(const shoal_route_cand *cands, size_t n, const uint8_t *skip,
+                           const shoal_route_want *w, uint32_t a, uint32_t b,
+                           shoal_route_hop *hops, size_t max_hops, size_t *n_hops, char *err,
+                           size_t errlen);
 
 #endif

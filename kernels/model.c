@@ -77,6 +77,11 @@ struct shoal_fwd {
     float *scores;    /* (threads, max_ctx) */
     void *act;        /* prepared activations, act_cap bytes */
     size_t act_cap;
+    /* LoRA pairs (shoal_fwd_set_lora): lora[(l - lora_b0) * 7 + proj] */
+    const shoal_fwd_lora *lora;
+    int lora_b0;
+    float *lora_u;    /* (lora_rank) A x of one token */
+    int lora_rank;
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -496,6 +501,7 @@ void shoal_fwd_destroy(shoal_fwd **fp)
     free(f->rope);
     free(f->scores);
     free(f->act);
+    free(f->lora_u);
     free(f);
     *fp = NULL;
 }
@@ -662,6 +668,60 @@ static void attn_task(void *ctx, int ith, int nth)
     }
 }
 
+/* ---- LoRA at inference -------------------------------------------------- */
+
+enum { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA__COUNT };
+
+int shoal_fwd_set_lora(shoal_fwd *f, const shoal_fwd_lora *lora, int b0, int b1)
+{
+    const shoal_model *m = f->m;
+    if (!lora) {
+        f->lora = NULL;
+        return 0;
+    }
+    if (b0 < 0 || b0 > m->b0 || b1 < m->b1 || b1 > m->hp.n_layer)
+        return SHOAL_ERR_ARG;
+    int max_rank = 0;
+    for (int l = m->b0; l < m->b1; l++)
+        for (int p = 0; p < LORA__COUNT; p++) {
+            const shoal_fwd_lora *x = &lora[(size_t)(l - b0) * LORA__COUNT + (size_t)p];
+            if (x->rank < 0 || x->rank > MAX_DIM || (x->rank > 0 && (!x->a || !x->b)))
+                return SHOAL_ERR_ARG;
+            max_rank = x->rank > max_rank ? x->rank : max_rank;
+        }
+    if (max_rank > f->lora_rank) {
+        float *u = realloc(f->lora_u, (size_t)max_rank * sizeof *u);
+        if (!u)
+            return SHOAL_ERR_NOMEM;
+        f->lora_u = u;
+        f->lora_rank = max_rank;
+    }
+    f->lora = lora;
+    f->lora_b0 = b0;
+    return 0;
+}
+
+/* y (n, out) += scale * B (A x (n, in)) for projection p of span block l. */
+static void fwd_lora(shoal_fwd *f, int l, int p, const float *x, int in, int n, float *y,
+                     int out)
+{
+    if (!f->lora)
+        return;
+    const shoal_fwd_lora *lo =
+        &f->lora[(size_t)(f->m->b0 + l - f->lora_b0) * LORA__COUNT + (size_t)p];
+    const int r = lo->rank;
+    if (r == 0)
+        return;
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * in;
+        float *yt = y + (size_t)t * out;
+        for (int i = 0; i < r; i++)
+            f->lora_u[i] = shoal_dot_f32(lo->a + (size_t)i * in, xt, in);
+        for (int o = 0; o < out; o++)
+            yt[o] += lo->scale * shoal_dot_f32(lo->b + (size_t)o * r, f->lora_u, r);
+    }
+}
+
 int shoal_fwd_blocks(shoal_fwd *f, shoal_kv *kv, int pos, int n, float *x)
 {
     const shoal_model *m = f->m;
@@ -684,6 +744,9 @@ int shoal_fwd_blocks(shoal_fwd *f, shoal_kv *kv, int pos, int n, float *x)
         fwd_matmul(f, &b->wq, f->xb, n, f->q, &prepared, &prepared_type);
         fwd_matmul(f, &b->wk, f->xb, n, f->k, &prepared, &prepared_type);
         fwd_matmul(f, &b->wv, f->xb, n, f->v, &prepared, &prepared_type);
+        fwd_lora(f, l, LORA_Q, f->xb, dim, n, f->q, qdim);
+        fwd_lora(f, l, LORA_K, f->xb, dim, n, f->k, kvdim);
+        fwd_lora(f, l, LORA_V, f->xb, dim, n, f->v, kvdim);
         for (int t = 0; t < n; t++) {
             rope_apply(f, f->q + (size_t)t * qdim, hp->n_head, t);
             rope_apply(f, f->k + (size_t)t * kvdim, hp->n_head_kv, t);
@@ -693,6 +756,7 @@ int shoal_fwd_blocks(shoal_fwd *f, shoal_kv *kv, int pos, int n, float *x)
         attn_job aj = {f, kv, l, pos, n};
         shoal_pool_run(f->pool, attn_task, &aj);
         fwd_matmul(f, &b->wo, f->att, n, f->tmp, &prepared, &prepared_type);
+        fwd_lora(f, l, LORA_O, f->att, qdim, n, f->tmp, dim);
         for (size_t i = 0; i < (size_t)n * dim; i++)
             x[i] += f->tmp[i];
         for (int t = 0; t < n; t++)
@@ -700,12 +764,15 @@ int shoal_fwd_blocks(shoal_fwd *f, shoal_kv *kv, int pos, int n, float *x)
         prepared = NULL; /* xb was rewritten */
         fwd_matmul(f, &b->w_gate, f->xb, n, f->hb, &prepared, &prepared_type);
         fwd_matmul(f, &b->w_up, f->xb, n, f->hb2, &prepared, &prepared_type);
+        fwd_lora(f, l, LORA_GATE, f->xb, dim, n, f->hb, ffn);
+        fwd_lora(f, l, LORA_UP, f->xb, dim, n, f->hb2, ffn);
         for (size_t i = 0; i < (size_t)n * ffn; i++) {
             float g = f->hb[i];
             g *= 1.0f / (1.0f + expf(-g));
             f->hb[i] = g * f->hb2[i];
         }
         fwd_matmul(f, &b->w_down, f->hb, n, f->tmp, &prepared, &prepared_type);
+        fwd_lora(f, l, LORA_DOWN, f->hb, ffn, n, f->tmp, dim);
         for (size_t i = 0; i < (size_t)n * dim; i++)
             x[i] += f->tmp[i];
     }

@@ -103,4 +103,24 @@ int shoal_fwd_blocks(shoal_fwd *f, shoal_kv *kv, int pos, int n, float *x);
 /* logits (n, n_vocab) <- head(x (n, dim)). */
 int shoal_fwd_head(shoal_fwd *f, const float *x, int n, float *logits);
 
+/* A LoRA pair applied at inference to one projection W (out, in) of a block:
+ * y = W x + scale * B (A x), computed per token in a fixed order (so batch
+ * and single-token results stay identical). Plain views: the adapter's
+ * storage lives in lora/, which kernels/ does not know. */
+typedef struct shoal_fwd_lora {
+    int rank;          /* 0: no pair on this projection */
+    float scale;       /* alpha / rank */
+    const float *a;    /* (rank, in) */
+    const float *b;    /* (out, rank) */
+} shoal_fwd_lora;
+
+/* Applies LoRA pairs in the following shoal_fwd_blocks calls:
+ * lora[(l - b0) * 7 + p] is the pair of block l in [b0, b1) on projection p
+ * in GGUF order (q, k, v, o, gate, up, down: kernels/backward.h's
+ * shoal_proj). [b0, b1) must contain the model's span. The array and the
+ * tensors it points to must stay valid and unchanged until the next call;
+ * NULL clears (then b0, b1 are ignored). SHOAL_ERR_ARG for a bad range or
+ * rank, SHOAL_ERR_NOMEM. */
+int shoal_fwd_set_lora(shoal_fwd *f, const shoal_fwd_lora *lora, int b0, int b1);
+
 #endif

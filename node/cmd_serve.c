@@ -7,9 +7,12 @@
  * an address). Diagnostics go to standard error through swarm/log.h.
  *
  * Signals: SIGINT and SIGTERM are blocked in every thread and taken by the
- * main thread with sigtimedwait(), which then stops the node cleanly (jobs
- * in hand finish, sessions close) and returns 0. No signal handler, no
- * global flag.
+ * main thread with sigtimedwait(). SIGINT stops the node cleanly (jobs in
+ * hand finish, sessions close) and returns 0. SIGTERM is a graceful leave:
+ * the node refuses new sessions and tells its clients to move theirs
+ * (shoal_node_leave), serves the sessions it has until their clients have
+ * closed them or --grace seconds have passed, then stops the same way; a
+ * second signal stops it at once. No signal handler, no global flag.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -57,6 +60,10 @@ static void serve_usage(FILE *out)
             "      --max-batch N        tokens per request (default 512)\n"
             "      --session-timeout S  close sessions idle for S seconds (default 300)\n"
             "      --busy-wait MS       how long an open waits for cache space (default 2000)\n"
+            "      --grace S            on SIGTERM, serve open sessions at most S more seconds\n"
+            "                           while their clients move them (default 5; 0: stop)\n"
+            "      --adapter NAME=FILE  serve a LoRA adapter (GGUF, llama.cpp layout) that\n"
+            "                           sessions may ask for by NAME (repeatable, 16 at most)\n"
             "      --log-level L        debug, info, warn or error (default info)\n"
             "  -h, --help               show this help\n");
 }
@@ -146,7 +153,7 @@ static int write_atomic(const char *path, const char *text)
 int shoal_cmd_serve(int argc, char **argv)
 {
     enum { O_HOST = 1, O_PUBLIC, O_ADDRFILE, O_WORKERS, O_CACHE, O_MAXSESS, O_MAXLEN,
-           O_MAXBATCH, O_TIMEOUT, O_BUSY, O_LOG };
+           O_MAXBATCH, O_TIMEOUT, O_BUSY, O_LOG, O_ADAPTER, O_GRACE };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},    {"blocks", required_argument, 0, 'b'},
         {"port", required_argument, 0, 'p'},     {"host", required_argument, 0, O_HOST},
@@ -160,12 +167,17 @@ int shoal_cmd_serve(int argc, char **argv)
         {"session-timeout", required_argument, 0, O_TIMEOUT},
         {"busy-wait", required_argument, 0, O_BUSY},
         {"log-level", required_argument, 0, O_LOG}, {"help", no_argument, 0, 'h'},
+        {"adapter", required_argument, 0, O_ADAPTER},
+        {"grace", required_argument, 0, O_GRACE},
         {0, 0, 0, 0},
     };
     shoal_node_params np = shoal_node_params_default();
     np.threads = shoal_cpu_count();
     const char *model_path = NULL, *id_path = NULL, *addr_file = NULL;
     int have_blocks = 0;
+    long grace_s = 5;
+    char *adapters[16]; /* "NAME=FILE" (split at '=' below) */
+    int n_adapters = 0;
     long v;
     int c;
     optind = 1;
@@ -197,6 +209,15 @@ int shoal_cmd_serve(int argc, char **argv)
             }
             shoal_log_set_level(shoal_log_level_from_name(optarg));
             break;
+        case O_ADAPTER:
+            if (!strchr(optarg, '=') || optarg[0] == '=' || n_adapters == 16) {
+                fprintf(stderr, "shoal serve: --adapter: expected NAME=FILE (16 at most), "
+                                "got '%s'\n", optarg);
+                return 2;
+            }
+            adapters[n_adapters++] = optarg;
+            break;
+        case O_GRACE: if (parse_long("--grace", optarg, 0, 3600, &v)) return 2; grace_s = v; break;
         case 'h': serve_usage(stdout); return 0;
         default: return 2; /* getopt has said what is wrong */
         }
@@ -232,6 +253,15 @@ int shoal_cmd_serve(int argc, char **argv)
         status = rc == SHOAL_ERR_ARG || rc == SHOAL_ERR_RANGE ? 2 : 1;
         goto out;
     }
+    for (int i = 0; i < n_adapters; i++) {
+        char *eq = strchr(adapters[i], '=');
+        *eq = 0;
+        if ((rc = shoal_node_add_adapter(node, adapters[i], eq + 1, err, sizeof err))) {
+            fprintf(stderr, "shoal serve: %s\n", err);
+            status = rc == SHOAL_ERR_ARG ? 2 : 1;
+            goto out;
+        }
+    }
     if (addr_file && write_atomic(addr_file, shoal_node_address(node))) {
         fprintf(stderr, "shoal serve: cannot write %s: %s\n", addr_file, strerror(errno));
         goto out;
@@ -244,8 +274,18 @@ int shoal_cmd_serve(int argc, char **argv)
     fflush(stdout);
 
     struct timespec tick = {0, 200 * 1000 * 1000};
+    struct timespec leave_tick = {0, 50 * 1000 * 1000};
+    struct timespec t_leave = {0, 0};
     for (;;) {
-        int sig = sigtimedwait(&sigs, NULL, &tick);
+        int leaving = shoal_node_leaving(node);
+        int sig = sigtimedwait(&sigs, NULL, leaving ? &leave_tick : &tick);
+        if (sig == SIGTERM && !leaving && grace_s > 0) {
+            SHOAL_LOG_I("SIGTERM: leaving (at most %ld s for %d open sessions to move)", grace_s,
+                        shoal_node_sessions(node));
+            shoal_node_leave(node);
+            clock_gettime(CLOCK_MONOTONIC, &t_leave);
+            continue;
+        }
         if (sig == SIGINT || sig == SIGTERM) {
             SHOAL_LOG_I("%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
             status = 0;
@@ -254,6 +294,18 @@ int shoal_cmd_serve(int argc, char **argv)
         if (!shoal_node_running(node)) {
             SHOAL_LOG_E("the node stopped on its own");
             break;
+        }
+        if (leaving) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            double left = (double)grace_s - (double)(now.tv_sec - t_leave.tv_sec) -
+                          (double)(now.tv_nsec - t_leave.tv_nsec) * 1e-9;
+            int open = shoal_node_sessions(node);
+            if (open == 0 || left <= 0) {
+                SHOAL_LOG_I("left: %d sessions still open", open);
+                status = 0;
+                break;
+            }
         }
     }
     shoal_node_stop(node);

@@ -29,6 +29,8 @@
 
 #include "kernels/err.h"
 #include "node/node_impl.h"
+#include "node/push.h"
+#include "node/train.h"
 #include "swarm/log.h"
 
 #define IO_POLL_MS 200
@@ -163,6 +165,14 @@ int shoal_node_new(const shoal_gguf *g, const shoal_identity *id, const shoal_no
     }
     for (int i = NODE_MAX_JOBS - 1; i >= 0; i--)
         node_job_free_locked(n, &n->jobs[i]);
+    if (node_train_init(n)) {
+        set_err(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (node_push_init(n)) { /* forwarding: node/push.h */
+        set_err(err, errlen, "out of memory");
+        goto fail;
+    }
 
     rc = SHOAL_ERR_IO;
     n->ctx = shoal_transport_ctx_new();
@@ -272,6 +282,14 @@ static void io_info(shoal_node *n, zmq_msg_t *routing, const shoal_wire_header *
     r->dim = (uint32_t)n->hp.dim;
     r->codecs = (1u << SHOAL_CODEC__COUNT) - 1;
     r->max_length = n->p.max_length;
+    node_adapter_list(n, r->adapter, sizeof r->adapter); /* adapters: train.h */
+    if (r->adapter[0])
+        r->has |= SHOAL_WIRE_HAS_ADAPTER;
+    if (atomic_load(&n->leaving)) { /* graceful leave */
+        r->has |= SHOAL_WIRE_HAS_STATE;
+        r->state = SHOAL_WIRE_STATE_OFFLINE;
+        r->flags |= SHOAL_WIRE_FLAG_LEAVING;
+    }
     io_reply(n, routing, r);
 }
 
@@ -324,11 +342,15 @@ static int open_try(shoal_node *n, node_job *j, double now)
     node_session *s = NULL;
     int rc = sp ? node_session_reserve(n, h->session_id, j->owner, sp, h->max_length, &s)
                 : SHOAL_ERR_BUSY;
+    const struct node_adapter *ad =
+        node_adapter_find(n, (h->has & SHOAL_WIRE_HAS_ADAPTER) ? h->adapter : NULL);
+    if (rc == 0)
+        s->adapter = ad;
     int same = 0;
     if (rc == SHOAL_ERR_ARG) {
         node_session *o = node_session_find(n, h->session_id);
         same = o && !strcmp(o->owner, j->owner) && o->span == sp &&
-               o->max_length == h->max_length;
+               o->max_length == h->max_length && o->adapter == ad;
     }
     pthread_mutex_unlock(&n->mu);
     if (rc == 0) {
@@ -372,6 +394,15 @@ static void io_open(shoal_node *n, shoal_transport_msg *m, const shoal_wire_head
     }
     if (h->session_id == 0) {
         io_error(n, &m->frame[0], h->request_id, SHOAL_ERR_ARG, "session id 0 is reserved");
+        return;
+    }
+    if (atomic_load(&n->leaving)) { /* graceful leave */
+        io_error(n, &m->frame[0], h->request_id, SHOAL_ERR_BUSY, "node is leaving");
+        return;
+    }
+    if ((h->has & SHOAL_WIRE_HAS_ADAPTER) && h->adapter[0] && !node_adapter_find(n, h->adapter)) {
+        io_error(n, &m->frame[0], h->request_id, SHOAL_ERR_NOTFOUND,
+                 "adapter '%s' is not served here", h->adapter);
         return;
     }
     node_job *j = job_take(n, m, h);
@@ -454,7 +485,15 @@ static void io_request(shoal_node *n, shoal_transport_msg *m)
     case SHOAL_OP_SESSION_OPEN: io_open(n, m, &req); return;
     case SHOAL_OP_FORWARD:
     case SHOAL_OP_SESSION_STEP:
-    case SHOAL_OP_SESSION_CLOSE: {
+    case SHOAL_OP_SESSION_CLOSE:
+    case SHOAL_OP_SESSION_PUSH:   /* forwarding: node/push.h */
+    case SHOAL_OP_TRAIN_OPEN:     /* training ops: node/train.c */
+    case SHOAL_OP_TRAIN_FORWARD:
+    case SHOAL_OP_TRAIN_BACKWARD:
+    case SHOAL_OP_TRAIN_STEP:
+    case SHOAL_OP_TRAIN_PULL:
+    case SHOAL_OP_TRAIN_PUSH:
+    case SHOAL_OP_TRAIN_CLOSE: {
         node_job *j = job_take(n, m, &req);
         if (!j)
             io_error(n, &m->frame[0], req.request_id, SHOAL_ERR_BUSY, "node overloaded");
@@ -475,9 +514,13 @@ static int io_drain_replies(shoal_node *n)
     for (;;) {
         shoal_transport_msg m;
         shoal_transport_msg_init(&m);
-        int rc = shoal_transport_recv(n->pull, &m, 3, (size_t)-1, ZMQ_DONTWAIT);
+        int rc = shoal_transport_recv(n->pull, &m, 5, (size_t)-1, ZMQ_DONTWAIT);
         if (rc)
             return count;
+        if (m.nframes == 5 && zmq_msg_size(&m.frame[0]) == 0) {
+            node_push_send(n, &m); /* a push for the next node (node/push.h) */
+            continue;
+        }
         if (shoal_transport_send_msg(n->router, &m, ZMQ_DONTWAIT))
             SHOAL_LOG_D("reply dropped: the client is gone or not reading");
         count++;
@@ -489,19 +532,25 @@ static void *io_main(void *arg)
     shoal_node *n = arg;
     size_t max_total = SHOAL_WIRE_HEADER_MAX + 2 * n->max_frame + 256;
     double next_expire = node_now() + EXPIRE_EVERY_S;
-    int stopping = 0;
+    int stopping = 0, leaving = 0;
     for (;;) {
         if (!stopping && atomic_load(&n->stop)) {
             stopping = 1;
             SHOAL_LOG_I("stopping: finishing the jobs in hand");
             io_pending(n, 1);
         }
-        zmq_pollitem_t items[3] = {
+        if (!leaving && atomic_load(&n->leaving)) { /* graceful leave */
+            leaving = 1;
+            io_pending(n, 1);
+        }
+        zmq_pollitem_t items[3 + NODE_PUSH_LINKS] = {
             {n->router, 0, stopping ? 0 : ZMQ_POLLIN, 0},
             {n->pull, 0, ZMQ_POLLIN, 0},
             {n->zap, 0, ZMQ_POLLIN, 0},
         };
-        int r = zmq_poll(items, 3, n->npending || stopping ? IO_BUSY_POLL_MS : IO_POLL_MS);
+        int npush = node_push_poll_items(n, items + 3, NODE_PUSH_LINKS); /* forwarding */
+        int r = zmq_poll(items, 3 + npush,
+                         n->npending || stopping ? IO_BUSY_POLL_MS : IO_POLL_MS);
         if (r < 0) {
             if (errno != EINTR && !stopping) {
                 /* the sockets are unusable: stop as if asked, without input */
@@ -515,6 +564,8 @@ static void *io_main(void *arg)
         if (r > 0 && (items[2].revents & ZMQ_POLLIN))
             while (shoal_transport_zap_serve(n->zap) == 0) {
             }
+        if (r > 0 && npush)
+            node_push_service(n, items + 3, npush);
         int freed = r > 0 && (items[1].revents & ZMQ_POLLIN) ? io_drain_replies(n) : 0;
         if (r > 0 && (items[0].revents & ZMQ_POLLIN)) {
             for (int i = 0; i < IO_BATCH; i++) {
@@ -536,6 +587,7 @@ static void *io_main(void *arg)
         if (now >= next_expire) {
             pthread_mutex_lock(&n->mu);
             freed += node_session_expire(n, now);
+            freed += node_train_expire_locked(n, now);
             pthread_mutex_unlock(&n->mu);
             next_expire = now + EXPIRE_EVERY_S;
         }
@@ -616,6 +668,7 @@ void shoal_node_stop(shoal_node *n)
     int closed = n->nsessions;
     while (n->nsessions)
         node_session_remove(n, n->sessions[0]);
+    closed += node_train_close_all_locked(n);
     pthread_mutex_unlock(&n->mu);
     if (closed)
         SHOAL_LOG_I("closed %d sessions", closed);
@@ -637,8 +690,10 @@ void shoal_node_destroy(shoal_node **pp)
     shoal_transport_close(&n->router);
     shoal_transport_close(&n->pull);
     shoal_transport_close(&n->zap);
+    node_push_fini(n); /* its sockets, before the context goes */
     if (n->ctx)
         zmq_ctx_term(n->ctx);
+    node_train_fini(n);
     for (int i = 0; i < n->nspans; i++)
         shoal_model_destroy(&n->spans[i].m);
     free(n->sessions);
@@ -656,3 +711,21 @@ int shoal_node_port(const shoal_node *n) { return n->port; }
 const shoal_model_id *shoal_node_model_id(const shoal_node *n) { return &n->model_id; }
 uint64_t shoal_node_cache_tokens(const shoal_node *n) { return n->p.cache_tokens; }
 int shoal_node_workers(const shoal_node *n) { return n->nworkers; }
+
+/* ---- graceful leave ------------------------------------------------------ */
+
+void shoal_node_leave(shoal_node *n)
+{
+    if (!atomic_exchange(&n->leaving, 1))
+        SHOAL_LOG_I("leaving: no new sessions; clients are told to move theirs");
+}
+
+bool shoal_node_leaving(const shoal_node *n) { return atomic_load(&n->leaving) != 0; }
+
+int shoal_node_sessions(shoal_node *n)
+{
+    pthread_mutex_lock(&n->mu);
+    int k = n->nsessions;
+    pthread_mutex_unlock(&n->mu);
+    return k;
+}

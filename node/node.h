@@ -21,6 +21,13 @@
  *                  answer instead of running twice.
  *   SESSION_CLOSE  free the session. Idle sessions expire after
  *                  session_timeout_s.
+ *   SESSION_PUSH   a step passed on by the previous node of a client's
+ *                  chain (server-to-server forwarding, node/push.h); a
+ *                  SESSION_STEP that carries a route is passed on likewise.
+ * Graceful leave: after shoal_node_leave() the node refuses new sessions
+ * (SHOAL_ERR_BUSY "node is leaving"), says OFFLINE in INFO and flags every
+ * reply SHOAL_WIRE_FLAG_LEAVING, while it keeps serving the sessions it
+ * has, so that their clients move them elsewhere.
  * Sessions are bound to the CURVE key of the client that opened them (via
  * the node's ZAP handler): another client naming the same id gets
  * SHOAL_ERR_SESSION, as for an unknown id.
@@ -77,12 +84,28 @@ shoal_node_params shoal_node_params_default(void);
 int shoal_node_new(const shoal_gguf *g, const shoal_identity *id, const shoal_node_params *p,
                    shoal_node **out, char *err, size_t errlen);
 
+/* Serve the LoRA adapter in the GGUF file at path (llama.cpp's layout,
+ * lora/adapter.h) under `name` (1..63 bytes of A-Z a-z 0-9 . _ -): its
+ * pairs for the served blocks are loaded now, and inference sessions that
+ * name it at SESSION_OPEN apply it. Call before shoal_node_start, at most
+ * 16 times. SHOAL_ERR_ARG for a bad or repeated name, else the file's
+ * error; one line in err. (node/train.c) */
+int shoal_node_add_adapter(shoal_node *n, const char *name, const char *path, char *err,
+                           size_t errlen);
+
 /* Start the I/O and compute threads. */
 int shoal_node_start(shoal_node *n, char *err, size_t errlen);
 
 /* Stop accepting requests, finish the jobs already taken, send their
  * replies, close every session and join the threads. Idempotent. */
 void shoal_node_stop(shoal_node *n);
+
+/* Start leaving (see above); idempotent. Any thread. */
+void shoal_node_leave(shoal_node *n);
+bool shoal_node_leaving(const shoal_node *n);
+
+/* Inference sessions open now. Any thread. */
+int shoal_node_sessions(shoal_node *n);
 
 /* Stops first if needed; accepts NULL, clears *p. */
 void shoal_node_destroy(shoal_node **p);

@@ -3,7 +3,7 @@
  * session.c (the session table and cache budget) and worker.c (compute).
  *
  * Locking: one mutex, node->mu, guards the job queue, the session table,
- * the cache budget and the span table. A session's compute state (its KV
+ * the cache budget, the span table and the training sessions (train.h). A session's compute state (its KV
  * cache and last step) belongs to the worker that holds it busy, without
  * the lock; the I/O thread touches a session only while it is not busy.
  *
@@ -31,6 +31,7 @@
 #define NODE_MAX_WORKERS 64
 #define WORKER_FWD_SLOTS 4    /* forward scratches per worker (LRU) */
 #define NODE_OWNER_SIZE 41    /* Z85 client key + NUL */
+#define NODE_RID_MAX 255      /* bytes of a ROUTER routing id */
 
 /* One block range the node computes: the served span, or a sub-span a
  * client asked for (spans overlap across nodes). Created on demand, freed
@@ -54,6 +55,13 @@ typedef struct node_session {
     uint32_t last_pos, last_n;
     float *last_out;              /* (last_n, dim) */
     size_t last_cap;              /* floats */
+    const struct node_adapter *adapter; /* served adapter applied, or NULL
+                                     (train.h); set at open */
+    /* >>> forwarding (node/push.h): worker-only while busy */
+    uint64_t push_token;          /* a push must bear it; 0: no pushes */
+    uint8_t client_rid[NODE_RID_MAX]; /* routing id of the session's client */
+    size_t client_rid_len;
+    /* <<< forwarding */
 } node_session;
 
 typedef struct node_job {
@@ -62,6 +70,8 @@ typedef struct node_job {
     char owner[NODE_OWNER_SIZE];
     node_session *s;              /* OPEN: the reserved session; STEP/CLOSE:
                                      set when a worker takes the job */
+    struct node_train_session *ts;/* training ops: the session, set when a
+                                     worker takes the job (train.h) */
     double deadline;              /* pending OPEN: answer BUSY after this */
     struct node_job *next_free;
 } node_job;
@@ -122,6 +132,13 @@ struct shoal_node {
     uint64_t reserved;            /* tokens reserved by sessions */
     node_span spans[NODE_MAX_SPANS];
     int nspans;
+
+    struct node_train_table *train; /* training sessions (train.h), under mu */
+
+    /* >>> graceful leave and forwarding (node/push.h) */
+    atomic_int leaving;           /* shoal_node_leave() was called */
+    struct node_push_table *push_table; /* outgoing pushes: I/O thread only */
+    /* <<< */
 
     node_job *pending[NODE_MAX_PENDING]; /* I/O thread only */
     int npending;

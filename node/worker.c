@@ -19,6 +19,8 @@
 
 #include "kernels/err.h"
 #include "node/node_impl.h"
+#include "node/push.h"
+#include "node/train.h"
 #include "swarm/log.h"
 
 int node_worker_init(shoal_node *n, node_worker *w, int index, int threads)
@@ -129,6 +131,8 @@ static void reply_ok(node_worker *w, node_job *j, const float *x)
 {
     shoal_wire_header *r = &w->rep;
     shoal_wire_reply_init(r, &j->h);
+    if (atomic_load(&w->node->leaving))
+        r->flags |= SHOAL_WIRE_FLAG_LEAVING; /* graceful leave: move away */
     size_t tlen = 0;
     if (x) {
         const shoal_codec_desc *q = &j->h.tensors[0];
@@ -215,6 +219,7 @@ static void do_forward(node_worker *w, node_job *j)
         return;
     }
     size_t dim = (size_t)n->hp.dim;
+    node_adapter_apply(slot->f, NULL); /* stateless: never an adapter */
     for (uint32_t i = 0; i < seqs; i++) {
         shoal_kv_truncate(slot->scratch, 0);
         int rc = shoal_fwd_blocks(slot->f, slot->scratch, 0, (int)len, w->x + i * len * dim);
@@ -242,6 +247,7 @@ static void do_open(node_worker *w, node_job *j)
     }
     SHOAL_LOG_D("session %016llx open: blocks %d:%d, %u tokens", (unsigned long long)s->id,
                 s->span->a, s->span->b, s->max_length);
+    node_push_open(s, j); /* forwarding: its token and client */
     reply_ok(w, j, NULL);
 }
 
@@ -267,6 +273,14 @@ static void do_step(node_worker *w, node_job *j)
         reply_error(w, j, SHOAL_ERR_SESSION, "unknown session");
         return;
     }
+    /* >>> forwarding (node/push.h): a push runs as a step for the client */
+    if (j->h.op == SHOAL_OP_SESSION_PUSH) {
+        if (node_push_accept(w, j, s))
+            return;
+    } else {
+        node_push_note_client(s, j);
+    }
+    /* <<< */
     if ((j->h.has & SHOAL_WIRE_HAS_SPAN) &&
         (j->h.span_start != (uint32_t)s->span->a || j->h.span_end != (uint32_t)s->span->b)) {
         reply_error(w, j, SHOAL_ERR_ARG, "the session serves blocks %d:%d", s->span->a,
@@ -293,6 +307,7 @@ static void do_step(node_worker *w, node_job *j)
         SHOAL_LOG_D("session %016llx: step %llu repeated, cached answer",
                     (unsigned long long)s->id, (unsigned long long)j->h.step_id);
         reply_ok(w, j, s->last_out);
+        node_push_forward(w, j, s->last_out, ntok); /* when it has a route */
         return;
     }
     if (elems > s->last_cap) {
@@ -310,7 +325,9 @@ static void do_step(node_worker *w, node_job *j)
         return;
     }
     s->has_last = 0;
-    int rc = shoal_fwd_blocks(slot->f, s->kv, (int)pos, (int)ntok, w->x);
+    int rc = node_adapter_apply(slot->f, s->adapter); /* the session's adapter, or none */
+    if (!rc)
+        rc = shoal_fwd_blocks(slot->f, s->kv, (int)pos, (int)ntok, w->x);
     if (rc) {
         reply_error(w, j, rc, "forward pass failed");
         return;
@@ -321,6 +338,7 @@ static void do_step(node_worker *w, node_job *j)
     s->last_pos = pos;
     s->last_n = ntok;
     reply_ok(w, j, w->x);
+    node_push_forward(w, j, w->x, ntok); /* when it has a route */
 }
 
 /* ---- the loop ---------------------------------------------------------- */
@@ -339,16 +357,22 @@ static node_job *pop_runnable(shoal_node *n)
 {
     for (int i = 0; i < n->qlen; i++) {
         node_job *j = n->queue[i];
-        if (j->h.op == SHOAL_OP_SESSION_STEP || j->h.op == SHOAL_OP_SESSION_CLOSE) {
+        if (j->h.op == SHOAL_OP_SESSION_STEP || j->h.op == SHOAL_OP_SESSION_CLOSE ||
+            j->h.op == SHOAL_OP_SESSION_PUSH) {
             node_session *s = node_session_find(n, j->h.session_id);
-            if (s && s->owner[0] && strcmp(s->owner, j->owner))
-                s = NULL; /* another client's session: as if unknown */
+            /* another client's session: as if unknown (a push proves itself
+             * with the session's token instead: node/push.h) */
+            if (s && s->owner[0] && strcmp(s->owner, j->owner) &&
+                j->h.op != SHOAL_OP_SESSION_PUSH)
+                s = NULL;
             if (s && s->busy)
                 continue;
             if (s)
                 s->busy = 1;
             j->s = s;
         }
+        if (node_train_is_op(j->h.op) && !node_train_claim_locked(n, j))
+            continue; /* its training session is busy */
         memmove(&n->queue[i], &n->queue[i + 1], (size_t)(n->qlen - i - 1) * sizeof n->queue[0]);
         n->qlen--;
         return j;
@@ -375,7 +399,15 @@ void *node_worker_main(void *arg)
         case SHOAL_OP_FORWARD: do_forward(w, j); break;
         case SHOAL_OP_SESSION_OPEN: do_open(w, j); break;
         case SHOAL_OP_SESSION_STEP: do_step(w, j); break;
+        case SHOAL_OP_SESSION_PUSH: do_step(w, j); break; /* node/push.h */
         case SHOAL_OP_SESSION_CLOSE: do_close(w, j); break;
+        case SHOAL_OP_TRAIN_OPEN:
+        case SHOAL_OP_TRAIN_FORWARD:
+        case SHOAL_OP_TRAIN_BACKWARD:
+        case SHOAL_OP_TRAIN_STEP:
+        case SHOAL_OP_TRAIN_PULL:
+        case SHOAL_OP_TRAIN_PUSH:
+        case SHOAL_OP_TRAIN_CLOSE: node_train_run(w, j); break;
         default: reply_error(w, j, SHOAL_ERR_INTERNAL, "op %u queued by mistake", j->h.op);
         }
         pthread_mutex_lock(&n->mu);
@@ -383,6 +415,7 @@ void *node_worker_main(void *arg)
             j->s->busy = 0;
             j->s->last_used = node_now();
         }
+        node_train_release_locked(n, j);
         node_job_free_locked(n, j);
         n->active--;
         pthread_cond_broadcast(&n->cv);

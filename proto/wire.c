@@ -469,9 +469,24 @@ static const op_rule op_rules[] = {
      SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_STEP | SHOAL_WIRE_HAS_POSITION,
      SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_STEP, 1, 1},
     {SHOAL_OP_SESSION_CLOSE, SHOAL_WIRE_HAS_SESSION, 0, 0, 0},
+    {SHOAL_OP_SESSION_PUSH,
+     SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_STEP | SHOAL_WIRE_HAS_POSITION |
+         SHOAL_WIRE_HAS_PUSH_TOKEN, 0, 1, 0},
     {SHOAL_OP_FIND_NODE, SHOAL_WIRE_HAS_TARGET, 0, 0, 0},
     {SHOAL_OP_FIND_VALUE, SHOAL_WIRE_HAS_TARGET, 0, 0, 0},
     {SHOAL_OP_STORE, SHOAL_WIRE_HAS_TARGET | SHOAL_WIRE_HAS_VALUES, 0, 0, 0},
+    {SHOAL_OP_TRAIN_OPEN,
+     SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_SPAN | SHOAL_WIRE_HAS_MAX_LENGTH |
+         SHOAL_WIRE_HAS_LORA | SHOAL_WIRE_HAS_OPT, 0, 0, 0},
+    {SHOAL_OP_TRAIN_FORWARD, SHOAL_WIRE_HAS_SESSION, 0, 1, 1},
+    {SHOAL_OP_TRAIN_BACKWARD, SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_STEP, 0, 1, 1},
+    {SHOAL_OP_TRAIN_STEP, SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_STEP, 0, 0, 0},
+    {SHOAL_OP_TRAIN_PULL,
+     SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_POSITION | SHOAL_WIRE_HAS_MAX_LENGTH,
+     SHOAL_WIRE_HAS_STEP, 0, 1},
+    {SHOAL_OP_TRAIN_PUSH,
+     SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_STEP | SHOAL_WIRE_HAS_POSITION, 0, 1, 0},
+    {SHOAL_OP_TRAIN_CLOSE, SHOAL_WIRE_HAS_SESSION, 0, 0, 0},
 };
 
 /* 0, SHOAL_ERR_FORMAT or SHOAL_ERR_UNSUPPORTED (unknown codec). Does not
@@ -503,8 +518,27 @@ static int header_check(const shoal_wire_header *h)
         return SHOAL_ERR_FORMAT;
     if ((h->has & SHOAL_WIRE_HAS_ADDR) && !text_ok(h->addr, sizeof h->addr))
         return SHOAL_ERR_FORMAT;
+    if ((h->has & SHOAL_WIRE_HAS_ADAPTER) && !text_ok(h->adapter, sizeof h->adapter))
+        return SHOAL_ERR_FORMAT;
+    if ((h->has & SHOAL_WIRE_HAS_LORA) && !isfinite(h->lora_alpha))
+        return SHOAL_ERR_FORMAT;
+    if (h->has & SHOAL_WIRE_HAS_OPT) {
+        const double o[5] = {h->opt_lr, h->opt_beta1, h->opt_beta2, h->opt_eps, h->opt_wd};
+        for (int i = 0; i < 5; i++)
+            if (!(isfinite(o[i]) && o[i] >= 0.0))
+                return SHOAL_ERR_FORMAT;
+    }
     if ((h->has & SHOAL_WIRE_HAS_SPAN) && h->span_start > h->span_end)
         return SHOAL_ERR_FORMAT;
+    if (!(h->has & SHOAL_WIRE_HAS_ROUTE) ? h->nroute != 0
+                                         : h->nroute < 1 || h->nroute > SHOAL_WIRE_MAX_ROUTE)
+        return SHOAL_ERR_FORMAT;
+    for (uint32_t i = 0; i < h->nroute; i++) {
+        const shoal_wire_bytes *a = &h->route[i].addr;
+        if (a->len < 1 || a->len >= SHOAL_WIRE_ADDR_MAX || !a->ptr ||
+            memchr(a->ptr, 0, a->len) || !utf8_valid(a->ptr, a->len))
+            return SHOAL_ERR_FORMAT;
+    }
     if ((h->has & SHOAL_WIRE_HAS_THROUGHPUT) &&
         !(isfinite(h->throughput) && h->throughput >= 0.0))
         return SHOAL_ERR_FORMAT;
@@ -694,6 +728,40 @@ int shoal_wire_encode(const shoal_wire_header *h, uint8_t *out, size_t cap,
         for (uint32_t i = 0; i < h->nvalues; i++)
             PK(msgpack_pack_bin_with_body(&pk, h->values[i].ptr, h->values[i].len));
     }
+    if (has & SHOAL_WIRE_HAS_LORA) {
+        PK(pack_key(&pk, "lora"));
+        PK(msgpack_pack_array(&pk, 4));
+        PK(msgpack_pack_uint64(&pk, h->lora_rank));
+        PK(msgpack_pack_double(&pk, h->lora_alpha));
+        PK(msgpack_pack_uint64(&pk, h->lora_targets));
+        PK(msgpack_pack_uint64(&pk, h->lora_seed));
+    }
+    if (has & SHOAL_WIRE_HAS_OPT) {
+        PK(pack_key(&pk, "opt"));
+        PK(msgpack_pack_array(&pk, 5));
+        PK(msgpack_pack_double(&pk, h->opt_lr));
+        PK(msgpack_pack_double(&pk, h->opt_beta1));
+        PK(msgpack_pack_double(&pk, h->opt_beta2));
+        PK(msgpack_pack_double(&pk, h->opt_eps));
+        PK(msgpack_pack_double(&pk, h->opt_wd));
+    }
+    if (has & SHOAL_WIRE_HAS_ADAPTER)
+        PK(pack_text(&pk, "adapter", h->adapter));
+    if (has & SHOAL_WIRE_HAS_STATE)
+        PK(pack_u64(&pk, "state", h->state));
+    if (has & SHOAL_WIRE_HAS_PUSH_TOKEN)
+        PK(pack_u64(&pk, "ptok", h->push_token));
+    if (has & SHOAL_WIRE_HAS_ROUTE) {
+        PK(pack_key(&pk, "route"));
+        PK(msgpack_pack_array(&pk, h->nroute));
+        for (uint32_t i = 0; i < h->nroute; i++) {
+            const shoal_wire_hop *hp = &h->route[i];
+            PK(msgpack_pack_array(&pk, 3));
+            PK(msgpack_pack_str_with_body(&pk, hp->addr.ptr, hp->addr.len));
+            PK(msgpack_pack_uint64(&pk, hp->session_id));
+            PK(msgpack_pack_uint64(&pk, hp->token));
+        }
+    }
     if (h->ntensors) {
         PK(pack_key(&pk, "t"));
         PK(msgpack_pack_array(&pk, h->ntensors));
@@ -728,8 +796,11 @@ int shoal_wire_encode_error(uint64_t request_id, int error, const char *message,
 enum key_id {
     K_V, K_OP, K_ID, K_FL, K_SID, K_STEP, K_POS, K_MAXLEN, K_RC, K_SPAN,
     K_ERR, K_MSG, K_MODEL, K_MHASH, K_WTYPE, K_FREE, K_SW, K_NBLK, K_DIM,
-    K_CODECS, K_TPUT, K_TARGET, K_ADDR, K_VALS, K_T, K__COUNT
+    K_CODECS, K_TPUT, K_TARGET, K_ADDR, K_VALS, K_T, K_LORA, K_OPT, K_ADAPTER,
+    K_STATE, K_PTOK, K_ROUTE,
+    K__COUNT
 };
+_Static_assert(K__COUNT <= 32, "decode tracks seen keys in a uint32_t");
 
 static const char *const key_names[K__COUNT] = {
     [K_V] = "v", [K_OP] = "op", [K_ID] = "id", [K_FL] = "fl",
@@ -740,6 +811,8 @@ static const char *const key_names[K__COUNT] = {
     [K_SW] = "sw", [K_NBLK] = "nblk", [K_DIM] = "dim",
     [K_CODECS] = "codecs", [K_TPUT] = "tput", [K_TARGET] = "target",
     [K_ADDR] = "addr", [K_VALS] = "vals", [K_T] = "t",
+    [K_LORA] = "lora", [K_OPT] = "opt", [K_ADAPTER] = "adapter",
+    [K_STATE] = "state", [K_PTOK] = "ptok", [K_ROUTE] = "route",
 };
 
 static int key_lookup(const uint8_t *k, uint32_t n)
@@ -879,6 +952,41 @@ static int rd_field(rd *r, int key, shoal_wire_header *h)
                 v->ptr = NULL;
         }
         h->nvalues = n;
+        return SHOAL_OK;
+    case K_LORA:
+        h->has |= SHOAL_WIRE_HAS_LORA;
+        if (rd_count(r, 0, &n) || n != 4)
+            return SHOAL_ERR_FORMAT;
+        if (rd_u32(r, &h->lora_rank) || rd_double(r, &h->lora_alpha) ||
+            rd_u32(r, &h->lora_targets) || rd_uint(r, UINT64_MAX, &h->lora_seed))
+            return SHOAL_ERR_FORMAT;
+        return SHOAL_OK;
+    case K_OPT:
+        h->has |= SHOAL_WIRE_HAS_OPT;
+        if (rd_count(r, 0, &n) || n != 5)
+            return SHOAL_ERR_FORMAT;
+        if (rd_double(r, &h->opt_lr) || rd_double(r, &h->opt_beta1) ||
+            rd_double(r, &h->opt_beta2) || rd_double(r, &h->opt_eps) ||
+            rd_double(r, &h->opt_wd))
+            return SHOAL_ERR_FORMAT;
+        return SHOAL_OK;
+    case K_ADAPTER:
+        h->has |= SHOAL_WIRE_HAS_ADAPTER;
+        return rd_text(r, h->adapter, sizeof h->adapter);
+    case K_STATE: h->has |= SHOAL_WIRE_HAS_STATE; return rd_u32(r, &h->state);
+    case K_PTOK: h->has |= SHOAL_WIRE_HAS_PUSH_TOKEN; return rd_uint(r, UINT64_MAX, &h->push_token);
+    case K_ROUTE:
+        h->has |= SHOAL_WIRE_HAS_ROUTE;
+        if (rd_count(r, 0, &n) || n < 1 || n > SHOAL_WIRE_MAX_ROUTE)
+            return SHOAL_ERR_FORMAT;
+        for (uint32_t i = 0; i < n; i++) {
+            shoal_wire_hop *hp = &h->route[i];
+            uint32_t m;
+            if (rd_count(r, 0, &m) || m != 3 || rd_raw(r, 0, &hp->addr.ptr, &hp->addr.len) ||
+                rd_uint(r, UINT64_MAX, &hp->session_id) || rd_uint(r, UINT64_MAX, &hp->token))
+                return SHOAL_ERR_FORMAT;
+        }
+        h->nroute = n; /* addresses are checked with the rest of the header */
         return SHOAL_OK;
     case K_T:
         if (rd_count(r, 0, &n) || n == 0 || n > SHOAL_WIRE_MAX_TENSORS)
@@ -1021,7 +1129,29 @@ bool shoal_wire_header_equal(const shoal_wire_header *a, const shoal_wire_header
     SAME(SHOAL_WIRE_HAS_THROUGHPUT, memcmp(&a->throughput, &b->throughput, sizeof a->throughput) == 0);
     SAME(SHOAL_WIRE_HAS_TARGET, memcmp(a->target, b->target, sizeof a->target) == 0);
     SAME(SHOAL_WIRE_HAS_ADDR, strncmp(a->addr, b->addr, sizeof a->addr) == 0);
+    SAME(SHOAL_WIRE_HAS_LORA, a->lora_rank == b->lora_rank && a->lora_targets == b->lora_targets &&
+                                  a->lora_seed == b->lora_seed &&
+                                  memcmp(&a->lora_alpha, &b->lora_alpha, sizeof a->lora_alpha) == 0);
+    SAME(SHOAL_WIRE_HAS_OPT, memcmp(&a->opt_lr, &b->opt_lr, sizeof a->opt_lr) == 0 &&
+                                 memcmp(&a->opt_beta1, &b->opt_beta1, sizeof a->opt_beta1) == 0 &&
+                                 memcmp(&a->opt_beta2, &b->opt_beta2, sizeof a->opt_beta2) == 0 &&
+                                 memcmp(&a->opt_eps, &b->opt_eps, sizeof a->opt_eps) == 0 &&
+                                 memcmp(&a->opt_wd, &b->opt_wd, sizeof a->opt_wd) == 0);
+    SAME(SHOAL_WIRE_HAS_ADAPTER, strncmp(a->adapter, b->adapter, sizeof a->adapter) == 0);
+    SAME(SHOAL_WIRE_HAS_STATE, a->state == b->state);
+    SAME(SHOAL_WIRE_HAS_PUSH_TOKEN, a->push_token == b->push_token);
 #undef SAME
+    if (has & SHOAL_WIRE_HAS_ROUTE) {
+        if (a->nroute != b->nroute || a->nroute > SHOAL_WIRE_MAX_ROUTE)
+            return false;
+        for (uint32_t i = 0; i < a->nroute; i++) {
+            const shoal_wire_hop *x = &a->route[i], *y = &b->route[i];
+            if (x->session_id != y->session_id || x->token != y->token ||
+                x->addr.len != y->addr.len ||
+                (x->addr.len && memcmp(x->addr.ptr, y->addr.ptr, x->addr.len) != 0))
+                return false;
+        }
+    }
     if (has & SHOAL_WIRE_HAS_VALUES) {
         if (a->nvalues != b->nvalues || a->nvalues > SHOAL_WIRE_MAX_VALUES)
             return false;

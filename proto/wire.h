@@ -26,6 +26,14 @@
  *   SESSION_OPEN     session, span, max_length
  *   SESSION_STEP     session, step, position, >= 1 tensor
  *   SESSION_CLOSE    session
+ *   SESSION_PUSH     session, step, position, push_token, >= 1 tensor
+ *   TRAIN_OPEN       session, span, max_length, lora, opt
+ *   TRAIN_FORWARD    session, >= 1 tensor
+ *   TRAIN_BACKWARD   session, step, >= 1 tensor
+ *   TRAIN_STEP       session, step
+ *   TRAIN_PULL       session, position, max_length
+ *   TRAIN_PUSH       session, step, position, >= 1 tensor
+ *   TRAIN_CLOSE      session
  *   FIND_NODE        target
  *   FIND_VALUE       target
  *   STORE            target, >= 1 value
@@ -35,6 +43,9 @@
  *   INFO             model, model_hash, span
  *   FORWARD          >= 1 tensor
  *   SESSION_STEP     session, step, >= 1 tensor
+ *   TRAIN_FORWARD    >= 1 tensor
+ *   TRAIN_BACKWARD   >= 1 tensor
+ *   TRAIN_PULL       step, >= 1 tensor
  * Other ops, including reserved and unknown ones, need only the common keys:
  * a node answers an op it does not serve with an ERROR reply carrying
  * SHOAL_ERR_UNSUPPORTED. Whenever span is present, start <= end. Text fields
@@ -43,6 +54,9 @@
  *
  * THREAD SAFETY: all functions are pure and thread-safe on distinct
  * headers and buffers. None allocates.
+ * (Training ops and the lora, opt and adapter keys: see docs/WIRE.md.)
+ * (Graceful leave and forwarding: the state, ptok and route keys and the
+ * LEAVING flag, see docs/WIRE.md.)
  */
 #ifndef SHOAL_PROTO_WIRE_H
 #define SHOAL_PROTO_WIRE_H
@@ -98,7 +112,16 @@ _Static_assert(SHOAL_OP_BACKWARD == 32 && SHOAL_OP_TRAIN_OPEN == 33 &&
 
 /* Flag bits ("fl"). Unknown bits are carried through and ignored. */
 #define SHOAL_WIRE_FLAG_REPLY 0x0001u /* this message answers request `id` */
-_Static_assert(SHOAL_WIRE_FLAG_REPLY == 1, "flag bits travel on the wire");
+#define SHOAL_WIRE_FLAG_LEAVING 0x0002u /* (replies) the sender is leaving the
+                                           swarm: move sessions off it now */
+_Static_assert(SHOAL_WIRE_FLAG_REPLY == 1 && SHOAL_WIRE_FLAG_LEAVING == 2,
+               "flag bits travel on the wire");
+
+/* A node's state ("state" in INFO replies; the same numbers as the DHT
+ * record's state, swarm/record.h). Absent means ONLINE. */
+#define SHOAL_WIRE_STATE_JOINING 1u
+#define SHOAL_WIRE_STATE_ONLINE 2u
+#define SHOAL_WIRE_STATE_OFFLINE 3u /* leaving: takes no new sessions */
 
 /* Which optional fields a header carries (shoal_wire_header.has). */
 enum {
@@ -122,7 +145,13 @@ enum {
     SHOAL_WIRE_HAS_TARGET = 1u << 17,     /* "target" */
     SHOAL_WIRE_HAS_ADDR = 1u << 18,       /* "addr" */
     SHOAL_WIRE_HAS_VALUES = 1u << 19,     /* "vals" */
-    SHOAL_WIRE_HAS__ALL = (1u << 20) - 1
+    SHOAL_WIRE_HAS_LORA = 1u << 20,       /* "lora" */
+    SHOAL_WIRE_HAS_OPT = 1u << 21,        /* "opt" */
+    SHOAL_WIRE_HAS_ADAPTER = 1u << 22,    /* "adapter" */
+    SHOAL_WIRE_HAS_STATE = 1u << 23,      /* "state" */
+    SHOAL_WIRE_HAS_PUSH_TOKEN = 1u << 24, /* "ptok" */
+    SHOAL_WIRE_HAS_ROUTE = 1u << 25,      /* "route" */
+    SHOAL_WIRE_HAS__ALL = (1u << 26) - 1
 };
 
 /* Limits of the header and its fields. Text sizes include the NUL. */
@@ -135,6 +164,8 @@ enum {
 #define SHOAL_WIRE_HASH_BYTES 32
 #define SHOAL_WIRE_MAX_VALUES 32
 #define SHOAL_WIRE_VALUE_MAX 4096         /* bytes of one value */
+#define SHOAL_WIRE_ADAPTER_MAX 256
+#define SHOAL_WIRE_MAX_ROUTE 16           /* hops of a push route */
 
 /* A byte string inside a frame: after decode it points into the buffer
  * given to shoal_wire_decode() and is valid only while that buffer is. */
@@ -142,6 +173,16 @@ typedef struct shoal_wire_bytes {
     const uint8_t *ptr;
     uint32_t len;
 } shoal_wire_bytes;
+
+/* One hop of a push route: after a SESSION_STEP (or SESSION_PUSH) that
+ * carries a route, the node passes its output as a SESSION_PUSH to
+ * route[0] (session session_id, bearing token), with the rest of the route.
+ * addr points into the decoded buffer, like values. */
+typedef struct shoal_wire_hop {
+    shoal_wire_bytes addr;   /* "shoal://..." text, 1..SHOAL_WIRE_ADDR_MAX-1 bytes */
+    uint64_t session_id;
+    uint64_t token;
+} shoal_wire_hop;
 
 typedef struct shoal_wire_header {
     /* Common to every message. */
@@ -181,6 +222,26 @@ typedef struct shoal_wire_header {
     char addr[SHOAL_WIRE_ADDR_MAX];         /* "addr": sender's shoal:// address */
     uint32_t nvalues;        /* "vals": contacts or signed records */
     shoal_wire_bytes values[SHOAL_WIRE_MAX_VALUES];
+
+    /* Training sessions (TRAIN_OPEN; "opt" also in TRAIN_STEP). */
+    uint32_t lora_rank;      /* "lora": [rank, alpha, targets, seed] */
+    double lora_alpha;       /* finite */
+    uint32_t lora_targets;   /* bit (1 << p), p in GGUF order q k v o gate up down */
+    uint64_t lora_seed;      /* initial A of every pair */
+    double opt_lr, opt_beta1, opt_beta2, opt_eps, opt_wd;
+                             /* "opt": [lr, beta1, beta2, eps, weight decay],
+                                AdamW, each finite and >= 0 */
+
+    /* Adapters: SESSION_OPEN names the one the session applies; an INFO
+     * reply lists those the node serves, comma-separated. */
+    char adapter[SHOAL_WIRE_ADAPTER_MAX];   /* "adapter": UTF-8 */
+
+    /* Graceful leave and server-to-server forwarding (docs/WIRE.md). */
+    uint32_t state;          /* "state": SHOAL_WIRE_STATE_* (INFO replies) */
+    uint64_t push_token;     /* "ptok": SESSION_OPEN: the token a push into
+                                this session must bear; SESSION_PUSH: it */
+    uint32_t nroute;         /* "route": 1..SHOAL_WIRE_MAX_ROUTE hops */
+    shoal_wire_hop route[SHOAL_WIRE_MAX_ROUTE];
 
     /* Tensor frames that follow the header, in order ("t"). */
     uint32_t ntensors;

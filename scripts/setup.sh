@@ -10,7 +10,12 @@ run_main=1
 [ "${1:-}" = "--no-run" ] && run_main=0
 
 packages=(build-essential cmake pkg-config libsodium-dev libzmq3-dev libmsgpack-dev
-          libopenblas-dev libjansson-dev libedit-dev libmicrohttpd-dev python3 time)
+          libopenblas-dev libjansson-dev libedit-dev libmicrohttpd-dev python3 time
+          curl tmux)
+# Used by the integration tests when present (they skip those checks
+# otherwise): node and npm run the official `openai` package against `shoal
+# api`, promtool (package prometheus) checks /metrics.
+optional=(nodejs prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -21,6 +26,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+want=()
+for p in "${optional[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || want+=("$p")
+done
+command -v npm >/dev/null || want+=(npm)
+if [ ${#want[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  for p in "${want[@]}"; do
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$p" \
+      >/dev/null 2>&1 || echo "note: could not install $p (optional, for tests)" >&2
+  done
 fi
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null

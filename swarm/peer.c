@@ -135,10 +135,13 @@ static uint64_t peer_new_id(shoal_peer *p)
     return p->next_id;
 }
 
-/* The expected reply tensor: (n, dim), decoded into out. */
+/* The expected reply tensor, decoded into out: exactly shape[0..ndim), or
+ * with ndim 0 any shape of at most cap elements (then got says which). */
 typedef struct reply_tensor {
     float *out;
-    uint32_t n, dim;
+    uint32_t ndim, shape[SHOAL_CODEC_MAX_DIMS];
+    size_t cap;
+    shoal_peer_tensor *got;
 } reply_tensor;
 
 /* Check reply m against p->req; decode it into p->rep (and rt). Returns 1 to
@@ -186,24 +189,37 @@ static int peer_take_reply(shoal_peer *p, shoal_transport_msg *m, const reply_te
     if (!rt)
         return 0;
     const shoal_codec_desc *d = &h->tensors[0];
-    if (h->ntensors != 1 || d->ndim != 2 || d->shape[0] != rt->n || d->shape[1] != rt->dim) {
+    uint64_t elems = 0;
+    int fits = h->ntensors == 1 && shoal_codec_desc_check(d, &elems) == 0;
+    if (fits && rt->ndim) {
+        fits = d->ndim == rt->ndim;
+        for (uint32_t i = 0; fits && i < d->ndim; i++)
+            fits = d->shape[i] == rt->shape[i];
+    } else if (fits) {
+        fits = elems <= rt->cap;
+    }
+    if (!fits) {
         peer_err(p, "%s answered with a tensor of another shape", p->address);
         return SHOAL_ERR_PROTOCOL;
     }
     rc = shoal_codec_decode(d, zmq_msg_data(&m->frame[1]), zmq_msg_size(&m->frame[1]), rt->out,
-                            (size_t)rt->n * rt->dim);
+                            (size_t)elems);
     if (rc) {
         peer_err(p, "%s sent a tensor that does not decode (%s)", p->address,
                  shoal_strerror(rc));
         return SHOAL_ERR_PROTOCOL;
     }
+    if (rt->got) {
+        rt->got->ndim = d->ndim;
+        memcpy(rt->got->shape, d->shape, sizeof d->shape);
+    }
     return 0;
 }
 
-/* Send p->req (with tensor x (n, dim) in codec when x) and wait for its
- * reply into p->rep (tensor into x). */
-static int peer_call(shoal_peer *p, const float *x, uint32_t n, uint32_t dim, int codec,
-                     float *out, int timeout_ms)
+/* Send p->req (with tensor x of shape[0..ndim) in codec when x) and wait
+ * for its reply into p->rep (tensor into rt->out when rt). */
+static int peer_call_shaped(shoal_peer *p, const float *x, uint32_t ndim, const uint32_t *shape,
+                            int codec, const reply_tensor *rt, int timeout_ms)
 {
     p->err[0] = 0;
     if (timeout_ms < 0)
@@ -221,9 +237,8 @@ static int peer_call(shoal_peer *p, const float *x, uint32_t n, uint32_t dim, in
     int nparts = 1;
     if (x) {
         shoal_codec_desc d;
-        uint32_t shape[2] = {n, dim};
-        if (shoal_codec_desc_init(&d, codec, 2, shape)) {
-            peer_err(p, "bad tensor: %u x %u in codec %d", n, dim, codec);
+        if (shoal_codec_desc_init(&d, codec, ndim, shape)) {
+            peer_err(p, "bad tensor: %u dimensions in codec %d", ndim, codec);
             return SHOAL_ERR_ARG;
         }
         if (d.nbytes > p->tcap) {
@@ -261,7 +276,6 @@ static int peer_call(shoal_peer *p, const float *x, uint32_t n, uint32_t dim, in
         peer_reset(p);
         return rc == SHOAL_ERR_BUSY ? SHOAL_ERR_TIMEOUT : rc;
     }
-    reply_tensor rt = {out, n, dim};
     double deadline = now_ms() + timeout_ms;
     size_t max_total = (size_t)p->max_frame * 2;
     for (;;) {
@@ -281,7 +295,7 @@ static int peer_call(shoal_peer *p, const float *x, uint32_t n, uint32_t dim, in
             rc = shoal_transport_recv(p->sock, &m, 1 + SHOAL_WIRE_MAX_TENSORS, max_total,
                                       ZMQ_DONTWAIT);
             if (rc == 0) {
-                rc = peer_take_reply(p, &m, out ? &rt : NULL);
+                rc = peer_take_reply(p, &m, rt);
                 shoal_transport_msg_close(&m);
                 if (rc != 1)
                     return rc;
@@ -298,6 +312,42 @@ static int peer_call(shoal_peer *p, const float *x, uint32_t n, uint32_t dim, in
     peer_err(p, "%s: no answer within %d ms", p->address, timeout_ms);
     peer_reset(p);
     return SHOAL_ERR_TIMEOUT;
+}
+
+/* The same for a tensor (n, dim) each way. */
+static int peer_call(shoal_peer *p, const float *x, uint32_t n, uint32_t dim, int codec,
+                     float *out, int timeout_ms)
+{
+    uint32_t shape[2] = {n, dim};
+    reply_tensor rt = {out, 2, {n, dim, 0}, (size_t)n * dim, NULL};
+    return peer_call_shaped(p, x, 2, shape, codec, out ? &rt : NULL, timeout_ms);
+}
+
+int shoal_peer_call(shoal_peer *p, const shoal_wire_header *req, const shoal_peer_tensor *in,
+                    int codec, shoal_peer_tensor *out, shoal_wire_header *rep, int timeout_ms)
+{
+    if (!req || (in && (!in->data || in->ndim < 1 || in->ndim > SHOAL_CODEC_MAX_DIMS)) ||
+        (out && (!out->data || out->ndim > SHOAL_CODEC_MAX_DIMS)) || codec < 0 ||
+        codec >= SHOAL_CODEC__COUNT) {
+        peer_err(p, "bad arguments to a call");
+        return SHOAL_ERR_ARG;
+    }
+    p->req = *req;
+    p->req.ntensors = 0;
+    p->req.has &= ~(uint32_t)SHOAL_WIRE_HAS_REPLY_CODEC;
+    reply_tensor rt = {NULL, 0, {0}, 0, NULL};
+    if (out) {
+        rt.out = out->data;
+        rt.ndim = out->ndim;
+        memcpy(rt.shape, out->shape, sizeof rt.shape);
+        rt.cap = out->cap;
+        rt.got = out;
+    }
+    int rc = peer_call_shaped(p, in ? in->data : NULL, in ? in->ndim : 0, in ? in->shape : NULL,
+                              codec, out ? &rt : NULL, timeout_ms);
+    if (rc == 0 && rep)
+        *rep = p->rep;
+    return rc;
 }
 
 static void req_init(shoal_peer *p, int op) { shoal_wire_header_init(&p->req, (uint16_t)op, 0); }
@@ -355,6 +405,8 @@ int shoal_peer_get_info(shoal_peer *p, shoal_peer_info *info, int timeout_ms)
     info->codecs = h->codecs;
     info->version = h->version;
     memcpy(info->software, h->software, sizeof info->software);
+    if (h->has & SHOAL_WIRE_HAS_ADAPTER)
+        memcpy(info->adapters, h->adapter, sizeof info->adapters);
     return 0;
 }
 
@@ -372,11 +424,26 @@ int shoal_peer_forward(shoal_peer *p, uint32_t span_start, uint32_t span_end, fl
 int shoal_peer_session_open(shoal_peer *p, uint64_t session_id, uint32_t span_start,
                             uint32_t span_end, uint32_t max_length, int timeout_ms)
 {
+    return shoal_peer_session_open_adapter(p, session_id, span_start, span_end, max_length,
+                                           NULL, timeout_ms);
+}
+
+int shoal_peer_session_open_adapter(shoal_peer *p, uint64_t session_id, uint32_t span_start,
+                                    uint32_t span_end, uint32_t max_length,
+                                    const char *adapter, int timeout_ms)
+{
     req_init(p, SHOAL_OP_SESSION_OPEN);
     req_session(p, session_id);
     req_span(p, span_start, span_end);
     p->req.has |= SHOAL_WIRE_HAS_MAX_LENGTH;
     p->req.max_length = max_length;
+    if (adapter && *adapter) {
+        if (shoal_wire_text_set(p->req.adapter, sizeof p->req.adapter, adapter)) {
+            peer_err(p, "adapter name too long");
+            return SHOAL_ERR_ARG;
+        }
+        p->req.has |= SHOAL_WIRE_HAS_ADAPTER;
+    }
     return peer_call(p, NULL, 0, 0, 0, NULL, timeout_ms);
 }
 

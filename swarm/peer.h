@@ -60,6 +60,8 @@ typedef struct shoal_peer_info {
     uint32_t codecs;                           /* bit (1 << codec) per codec */
     uint32_t version;                          /* the node's protocol version */
     char software[SHOAL_WIRE_SOFTWARE_MAX];    /* e.g. "shoal 0.1.0" */
+    char adapters[SHOAL_WIRE_ADAPTER_MAX];     /* LoRA adapters served,
+                                                  comma-separated ("" none) */
 } shoal_peer_info;
 
 /* Parse address ("shoal://host:port/key", proto/addr.h) and open a socket to
@@ -102,6 +104,13 @@ int shoal_peer_forward(shoal_peer *p, uint32_t span_start, uint32_t span_end, fl
 int shoal_peer_session_open(shoal_peer *p, uint64_t session_id, uint32_t span_start,
                             uint32_t span_end, uint32_t max_length, int timeout_ms);
 
+/* The same, with the node's served LoRA adapter `adapter` (NULL or "":
+ * none) applied to the session's steps; SHOAL_ERR_NOTFOUND when the node
+ * does not serve it. */
+int shoal_peer_session_open_adapter(shoal_peer *p, uint64_t session_id, uint32_t span_start,
+                                    uint32_t span_end, uint32_t max_length,
+                                    const char *adapter, int timeout_ms);
+
 /* Run n new tokens x (n, dim) at cache positions position..position+n-1 of
  * the session; the output replaces x. position may be below the session's
  * length (the node forgets positions >= position first: a rewind, used to
@@ -114,5 +123,26 @@ int shoal_peer_session_step(shoal_peer *p, uint64_t session_id, uint64_t step_id
 
 /* Close the session and free its cache on the node. */
 int shoal_peer_session_close(shoal_peer *p, uint64_t session_id, int timeout_ms);
+
+/* ---- the generic call, for op-specific clients (swarm/peer_train.h) ---- */
+
+/* An f32 tensor in the caller's memory. */
+typedef struct shoal_peer_tensor {
+    float *data;                          /* row-major elements */
+    uint32_t ndim;                        /* 1..3; for a reply, 0 = any shape */
+    uint32_t shape[SHOAL_CODEC_MAX_DIMS];
+    size_t cap;                           /* elements data holds (replies) */
+} shoal_peer_tensor;
+
+/* Send req (op and fields as the caller set them; the peer assigns the
+ * request id, and the tensor descriptor and reply codec from in and codec)
+ * with the tensor in (may be NULL) encoded in codec, and wait for the
+ * reply. When out is not NULL the reply must carry one tensor: of exactly
+ * out's shape, or with out->ndim 0 of any shape of at most out->cap
+ * elements (out's shape is then set to it); it is decoded into out->data.
+ * rep (may be NULL) gets the reply header (its byte strings, "vals", are
+ * not valid after the call). Results as for every call. */
+int shoal_peer_call(shoal_peer *p, const shoal_wire_header *req, const shoal_peer_tensor *in,
+                    int codec, shoal_peer_tensor *out, shoal_wire_header *rep, int timeout_ms);
 
 #endif

@@ -51,6 +51,7 @@ static shoal_codec_desc desc(int codec, uint32_t a, uint32_t b)
 }
 
 static const uint8_t value_bytes[SHOAL_WIRE_VALUE_MAX] = {1, 2, 3};
+static char route_addr[SHOAL_WIRE_ADDR_MAX]; /* 335 x 'r' (set in main) */
 
 /* Every field set, 4 tensors and 32 values: the largest header. */
 static void kitchen_sink(shoal_wire_header *h)
@@ -89,6 +90,25 @@ static void kitchen_sink(shoal_wire_header *h)
     }
     h->values[5].ptr = NULL;
     h->values[5].len = 0;
+    h->lora_rank = 16;
+    h->lora_alpha = 32.5;
+    h->lora_targets = 0x7f;
+    h->lora_seed = UINT64_MAX;
+    h->opt_lr = 1e-3;
+    h->opt_beta1 = 0.9;
+    h->opt_beta2 = 0.999;
+    h->opt_eps = 1e-8;
+    h->opt_wd = 0.01;
+    shoal_wire_text_set(h->adapter, sizeof h->adapter, "zib,chat-v2,\xc3\xa9t\xc3\xa9");
+    h->state = SHOAL_WIRE_STATE_OFFLINE;
+    h->push_token = 0xfedcba9876543210ull;
+    h->nroute = SHOAL_WIRE_MAX_ROUTE; /* the longest route, longest addresses */
+    for (uint32_t i = 0; i < h->nroute; i++) {
+        h->route[i].addr.ptr = (const uint8_t *)route_addr;
+        h->route[i].addr.len = i == 0 ? SHOAL_WIRE_ADDR_MAX - 1 : 90 + i;
+        h->route[i].session_id = UINT64_MAX - i;
+        h->route[i].token = i;
+    }
     shoal_codec_desc d[4] = {desc(SHOAL_CODEC_F32, 7, 4096), desc(SHOAL_CODEC_F16, 1, 0),
                              desc(SHOAL_CODEC_BF16, 3, 5), desc(SHOAL_CODEC_I8B64, 2, 100)};
     uint32_t s3[3] = {2, 3, 4};
@@ -135,8 +155,11 @@ static void test_every_op(void)
                     b.has |= SHOAL_WIRE_HAS_MODEL | SHOAL_WIRE_HAS_MODEL_HASH | SHOAL_WIRE_HAS_SPAN;
                     strcpy(b.model, "stories260K");
                     b.span_end = 5;
-                } else if (b.ntensors == 0 && (ops[i] == SHOAL_OP_FORWARD ||
-                                               ops[i] == SHOAL_OP_SESSION_STEP)) {
+                } else if (b.ntensors == 0 &&
+                           (ops[i] == SHOAL_OP_FORWARD || ops[i] == SHOAL_OP_SESSION_STEP ||
+                            (ops[i] == SHOAL_OP_SESSION_PUSH && !reply) ||
+                            ops[i] == SHOAL_OP_TRAIN_FORWARD || ops[i] == SHOAL_OP_TRAIN_BACKWARD ||
+                            ops[i] == SHOAL_OP_TRAIN_PULL || ops[i] == SHOAL_OP_TRAIN_PUSH)) {
                     shoal_wire_tensor_add(&b, &d);
                 } else if (!(b.has & SHOAL_WIRE_HAS_SPAN) && !reply) {
                     b.has |= SHOAL_WIRE_HAS_SPAN;
@@ -145,6 +168,15 @@ static void test_every_op(void)
                     b.has |= SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_STEP |
                              SHOAL_WIRE_HAS_POSITION | SHOAL_WIRE_HAS_MAX_LENGTH;
                     b.session_id = 9;
+                } else if (ops[i] == SHOAL_OP_SESSION_PUSH &&
+                           !(b.has & SHOAL_WIRE_HAS_PUSH_TOKEN)) {
+                    b.has |= SHOAL_WIRE_HAS_PUSH_TOKEN;
+                    b.push_token = 77;
+                } else if (ops[i] == SHOAL_OP_TRAIN_OPEN && !(b.has & SHOAL_WIRE_HAS_LORA)) {
+                    b.has |= SHOAL_WIRE_HAS_LORA | SHOAL_WIRE_HAS_OPT;
+                    b.lora_rank = 8;
+                    b.lora_alpha = 16;
+                    b.opt_lr = 1e-3;
                 } else if (!(b.has & SHOAL_WIRE_HAS_TARGET)) {
                     b.has |= SHOAL_WIRE_HAS_TARGET | SHOAL_WIRE_HAS_VALUES;
                     b.nvalues = 1;
@@ -288,6 +320,32 @@ static void test_builders(void)
     h.has = 0;
     h.nvalues = 1; /* values without the bit */
     CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_ERR_ARG);
+    h.nvalues = 0;
+    h.has = SHOAL_WIRE_HAS_LORA;
+    h.lora_alpha = INFINITY;
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_ERR_ARG);
+    h.lora_alpha = -2; /* negative alpha is a value like any other */
+    CHECK(roundtrip(&h) == SHOAL_OK);
+    h.has = SHOAL_WIRE_HAS_OPT;
+    h.opt_beta2 = -0.5;
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_ERR_ARG);
+    h.opt_beta2 = NAN;
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_ERR_ARG);
+    h.opt_beta2 = 0.999;
+    CHECK(roundtrip(&h) == SHOAL_OK);
+    h.has = SHOAL_WIRE_HAS_ADAPTER;
+    memset(h.adapter, 'a', sizeof h.adapter); /* no NUL */
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_ERR_ARG);
+    h.adapter[sizeof h.adapter - 1] = 0; /* the longest name */
+    CHECK(roundtrip(&h) == SHOAL_OK);
+    /* a training request without its LoRA parameters */
+    shoal_wire_header_init(&h, SHOAL_OP_TRAIN_OPEN, 1);
+    h.has = SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_SPAN | SHOAL_WIRE_HAS_MAX_LENGTH |
+            SHOAL_WIRE_HAS_OPT;
+    h.session_id = 3;
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_ERR_ARG);
+    h.has |= SHOAL_WIRE_HAS_LORA;
+    CHECK(roundtrip(&h) == SHOAL_OK);
 
     /* every buffer too small by any amount is refused, never overrun */
     shoal_wire_header k;
@@ -404,7 +462,8 @@ static void test_decode_types(void)
         {"tput", 9}, {"tput", 10}, {"msg", 11}, {"msg", 12}, {"msg", 13},
         {"model", 14}, {"vals", 15}, {"vals", 16}, {"t", 17}, {"t", 18},
         {"t", 19}, {"t", 20}, {"t", 21}, {"t", 22}, {"rc", 23}, {"err", 24},
-        {"t", 25}, {"sw", 26}, {"addr", 27},
+        {"t", 25}, {"sw", 26}, {"addr", 27}, {"lora", 5}, {"lora", 28}, {"lora", 29},
+        {"opt", 30}, {"opt", 31}, {"opt", 8}, {"adapter", 13}, {"adapter", 12},
     };
     for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
         const char *k = wrong[i].k;
@@ -480,6 +539,21 @@ static void test_decode_types(void)
                  break;
         case 26: msgpack_pack_str_with_body(p, big, SHOAL_WIRE_SOFTWARE_MAX); break;
         case 27: msgpack_pack_nil(p); break;
+        case 28: /* alpha NaN */
+                 msgpack_pack_array(p, 4); msgpack_pack_uint8(p, 8); msgpack_pack_double(p, NAN);
+                 msgpack_pack_uint8(p, 1); msgpack_pack_uint8(p, 0);
+                 break;
+        case 29: /* rank as a float */
+                 msgpack_pack_array(p, 4); msgpack_pack_double(p, 8); msgpack_pack_double(p, 16);
+                 msgpack_pack_uint8(p, 1); msgpack_pack_uint8(p, 0);
+                 break;
+        case 30: /* a negative learning rate */
+                 msgpack_pack_array(p, 5); msgpack_pack_double(p, -1e-3);
+                 for (int j = 0; j < 4; j++) msgpack_pack_double(p, 0.5);
+                 break;
+        case 31: /* four values */
+                 msgpack_pack_array(p, 4); for (int j = 0; j < 4; j++) msgpack_pack_double(p, 0.5);
+                 break;
         }
         int rc = decode_craft(&c, &h);
         CHECK_MSG(rc == SHOAL_ERR_FORMAT, "key %s kind %d: rc %d", k, wrong[i].kind, rc);
@@ -755,9 +829,110 @@ static void test_corruption(void)
     free(buf);
 }
 
+/* The keys of graceful leave and forwarding: state, ptok, route and the
+ * LEAVING flag. */
+static void test_leave_push(void)
+{
+    static const char *a1 = "shoal://127.0.0.1:4001/"
+                            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    shoal_wire_header h, back;
+    size_t len;
+    /* an INFO reply of a leaving node */
+    shoal_wire_header_init(&h, SHOAL_OP_INFO, 3);
+    h.flags = SHOAL_WIRE_FLAG_REPLY | SHOAL_WIRE_FLAG_LEAVING;
+    h.has = SHOAL_WIRE_HAS_MODEL | SHOAL_WIRE_HAS_MODEL_HASH | SHOAL_WIRE_HAS_SPAN |
+            SHOAL_WIRE_HAS_STATE;
+    h.span_end = 2;
+    h.state = SHOAL_WIRE_STATE_OFFLINE;
+    CHECK(roundtrip(&h) == SHOAL_OK);
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_OK &&
+          shoal_wire_decode(&back, frame, len) == SHOAL_OK &&
+          back.state == SHOAL_WIRE_STATE_OFFLINE && (back.flags & SHOAL_WIRE_FLAG_LEAVING));
+
+    /* a step with a two-hop route: addresses point into the frame */
+    shoal_wire_header_init(&h, SHOAL_OP_SESSION_STEP, 10);
+    h.has = SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_STEP | SHOAL_WIRE_HAS_POSITION |
+            SHOAL_WIRE_HAS_ROUTE;
+    h.session_id = 1;
+    h.step_id = 2;
+    shoal_codec_desc d = desc(SHOAL_CODEC_F32, 1, 64);
+    shoal_wire_tensor_add(&h, &d);
+    h.nroute = 2;
+    h.route[0] = (shoal_wire_hop){{(const uint8_t *)a1, (uint32_t)strlen(a1)}, 5, 6};
+    h.route[1] = (shoal_wire_hop){{(const uint8_t *)"x", 1}, 7, 0};
+    CHECK(roundtrip(&h) == SHOAL_OK);
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_OK &&
+          shoal_wire_decode(&back, frame, len) == SHOAL_OK && back.nroute == 2 &&
+          back.route[0].addr.len == strlen(a1) &&
+          memcmp(back.route[0].addr.ptr, a1, strlen(a1)) == 0 &&
+          back.route[0].addr.ptr >= frame && back.route[0].addr.ptr < frame + len &&
+          back.route[0].session_id == 5 && back.route[0].token == 6 &&
+          back.route[1].session_id == 7);
+    /* the route's contract: 1..16 hops, each a non-empty UTF-8 address
+     * without NUL, shorter than SHOAL_WIRE_ADDR_MAX; no hops without the bit */
+    h.nroute = 0;
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_ERR_ARG);
+    h.nroute = SHOAL_WIRE_MAX_ROUTE + 1;
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_ERR_ARG);
+    h.nroute = 1;
+    h.route[0].addr.len = 0;
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_ERR_ARG);
+    h.route[0].addr = (shoal_wire_bytes){(const uint8_t *)"a\0b", 3};
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_ERR_ARG);
+    h.route[0].addr = (shoal_wire_bytes){(const uint8_t *)"\xff", 1};
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_ERR_ARG);
+    h.route[0].addr = (shoal_wire_bytes){(const uint8_t *)route_addr, SHOAL_WIRE_ADDR_MAX};
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_ERR_ARG);
+    h.route[0].addr.len = SHOAL_WIRE_ADDR_MAX - 1;
+    CHECK(roundtrip(&h) == SHOAL_OK);
+    h.has &= ~(uint32_t)SHOAL_WIRE_HAS_ROUTE;
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_ERR_ARG);
+
+    /* a push needs its token */
+    shoal_wire_header_init(&h, SHOAL_OP_SESSION_PUSH, 11);
+    h.has = SHOAL_WIRE_HAS_SESSION | SHOAL_WIRE_HAS_STEP | SHOAL_WIRE_HAS_POSITION;
+    shoal_wire_tensor_add(&h, &d);
+    CHECK(shoal_wire_encode(&h, frame, sizeof frame, &len) == SHOAL_ERR_ARG);
+    h.has |= SHOAL_WIRE_HAS_PUSH_TOKEN;
+    h.push_token = 0;
+    CHECK(roundtrip(&h) == SHOAL_OK);
+
+    /* crafted routes: a hop that is not a 3-array, an address that is bin,
+     * a route of 17 hops */
+    craft c;
+    for (int k = 0; k < 3; k++) {
+        craft_begin(&c, 5);
+        common(&c, 1);
+        key(&c, "route");
+        msgpack_pack_array(&c.pk, k == 2 ? 17 : 1);
+        for (int i = 0; i < (k == 2 ? 17 : 1); i++) {
+            msgpack_pack_array(&c.pk, k == 0 ? 2 : 3);
+            if (k == 1)
+                msgpack_pack_bin_with_body(&c.pk, "ab", 2);
+            else
+                msgpack_pack_str_with_body(&c.pk, "ab", 2);
+            msgpack_pack_uint64(&c.pk, 1);
+            if (k != 0)
+                msgpack_pack_uint64(&c.pk, 2);
+        }
+        CHECK_MSG(decode_craft(&c, &h) == SHOAL_ERR_FORMAT, "crafted route %d", k);
+    }
+    craft_begin(&c, 5);
+    common(&c, 1);
+    key(&c, "route");
+    msgpack_pack_array(&c.pk, 1);
+    msgpack_pack_array(&c.pk, 3);
+    msgpack_pack_str_with_body(&c.pk, "ab", 2);
+    msgpack_pack_uint64(&c.pk, 1);
+    msgpack_pack_uint64(&c.pk, 2);
+    CHECK(decode_craft(&c, &h) == SHOAL_OK && h.nroute == 1 && h.route[0].token == 2);
+}
+
 int main(void)
 {
+    memset(route_addr, 'r', sizeof route_addr - 1);
     test_every_op();
+    test_leave_push();
     test_golden();
     test_builders();
     test_decode_types();
