@@ -14,5 +14,8 @@ int shoal_cmd_mkmodel(int argc, char **argv);
 int shoal_cmd_finetune(int argc, char **argv);
 int shoal_cmd_serve(int argc, char **argv);  /* node/cmd_serve.c */
 int shoal_cmd_keygen(int argc, char **argv); /* node/cmd_keygen.c */
+int shoal_cmd_bootstrap(int argc, char **argv); /* node/cmd_bootstrap.c */
+int shoal_cmd_swarm(int argc, char **argv);
+int shoal_cmd_dht_probe(int argc, char **argv); /* a test tool */
 
 #endif

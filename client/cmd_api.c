@@ -40,9 +40,8 @@ static void api_usage(FILE *out)
             "      --peers ADDR,...    run the blocks on these nodes (shoal://HOST:PORT/KEY,\n"
             "                          as `shoal serve` prints)\n"
             "      --initial-peers ADDR,...\n"
-            "                          for now the same as --peers (a list of the nodes to\n"
-            "                          use); with the DHT it will name the nodes to join\n"
-            "                          the swarm through\n"
+            "                          or: join the swarm's DHT through these nodes and\n"
+            "                          use the fastest chain of the model's servers\n"
             "      --host H            address to listen on (default 127.0.0.1; 0.0.0.0 or ::\n"
             "                          for every interface)\n"
             "      --port P            port (default 8080; 0 = any free port)\n"
@@ -90,7 +89,7 @@ int shoal_cmd_api(int argc, char **argv)
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},     {"ctx-size", required_argument, 0, 'c'},
         {"threads", required_argument, 0, 't'},   {"peers", required_argument, 0, 1},
-        {"initial-peers", required_argument, 0, 1}, {"host", required_argument, 0, 2},
+        {"initial-peers", required_argument, 0, 40}, {"host", required_argument, 0, 2},
         {"port", required_argument, 0, 3},        {"api-key", required_argument, 0, 4},
         {"model-name", required_argument, 0, 5},  {"parallel", required_argument, 0, 6},
         {"queue", required_argument, 0, 7},       {"queue-timeout", required_argument, 0, 8},
@@ -109,7 +108,7 @@ int shoal_cmd_api(int argc, char **argv)
     }
     const char *model_path = NULL, *lora_path = NULL, *address_file = NULL;
     const char *api_key = getenv("SHOAL_API_KEY");
-    char *peers_arg = NULL;
+    char *peers_arg = NULL, *initial_arg = NULL;
     char model_name[256] = "";
     int codec = -1;
     double timeout_s = 30;
@@ -124,6 +123,7 @@ int shoal_cmd_api(int argc, char **argv)
         case 'c': if (!shoal_cli_int("api", "-c", optarg, 1, 1L << 24, &ctx)) return 2; break;
         case 't': if (!shoal_cli_int("api", "-t", optarg, 1, 1024, &threads)) return 2; break;
         case 1: peers_arg = optarg; break;
+        case 40: initial_arg = optarg; break;
         case 2: ap.host = optarg; break;
         case 3: if (!shoal_cli_int("api", "--port", optarg, 0, 65535, &v)) return 2; ap.port = (int)v; break;
         case 4: api_key = optarg; break;
@@ -165,6 +165,18 @@ int shoal_cmd_api(int argc, char **argv)
     if (peers_arg && (n_peers = shoal_gen_parse_peers("api", "--peers", peers_arg, peer_addrs,
                                                       SHOAL_GEN_MAX_PEERS)) < 0)
         return 2;
+    char *initial_addrs[SHOAL_GEN_MAX_PEERS];
+    int n_initial = 0;
+    if (initial_arg && peers_arg) {
+        fprintf(stderr, "shoal api: --peers or --initial-peers, not both\n");
+        return 2;
+    }
+    if (initial_arg &&
+        (n_initial = shoal_gen_parse_peers("api", "--initial-peers", initial_arg,
+                                           initial_addrs, SHOAL_GEN_MAX_PEERS)) < 0)
+        return 2;
+    if (initial_arg)
+        peers_arg = initial_arg; /* the checks below are about running remotely */
     if (!peers_arg && codec >= 0) {
         fprintf(stderr, "shoal api: --codec needs --peers\n");
         return 2;
@@ -216,6 +228,8 @@ int shoal_cmd_api(int argc, char **argv)
     lp.model_path = model_path;
     lp.peers = (const char *const *)peer_addrs;
     lp.n_peers = n_peers;
+    lp.initial_peers = (const char *const *)initial_addrs;
+    lp.n_initial_peers = n_initial;
     lp.remote.codec = codec < 0 ? SHOAL_CODEC_F32 : codec;
     lp.remote.timeout_ms = timeout_ms < 1 ? 1 : timeout_ms;
     lp.ctx = ctx;
@@ -229,7 +243,7 @@ int shoal_cmd_api(int argc, char **argv)
     }
     shoal_api_set_lm(api, lm);
     fprintf(stderr, "shoal api: model loaded (%s, context %d, %d slot%s)\n",
-            n_peers ? "blocks on the peers" : "local", shoal_lm_ctx(lm), ap.slots,
+            n_peers || n_initial ? "blocks on the peers" : "local", shoal_lm_ctx(lm), ap.slots,
             ap.slots == 1 ? "" : "s");
     int sig = 0;
     sigwait(&sigs, &sig);

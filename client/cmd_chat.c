@@ -594,9 +594,8 @@ static void chat_usage(FILE *out)
             "      --peers ADDR,...    run the blocks on these nodes (shoal://HOST:PORT/KEY,\n"
             "                          as `shoal serve` prints)\n"
             "      --initial-peers ADDR,...\n"
-            "                          for now the same as --peers (a list of the nodes to\n"
-            "                          use); with the DHT it will name the nodes to join\n"
-            "                          the swarm through\n"
+            "                          or: join the swarm's DHT through these nodes and\n"
+            "                          use the fastest chain of the model's servers\n"
             "  -sys, --system TEXT     system prompt\n"
             "      --chat-template NAME  none, llama2, llama3, chatml (qwen), mistral, gemma\n"
             "                          or phi3 (default: from the model's\n"
@@ -623,7 +622,7 @@ int shoal_cmd_chat(int argc, char **argv)
         {"ctx-size", required_argument, 0, 'c'}, {"temp", required_argument, 0, 1},
         {"top-k", required_argument, 0, 2},      {"top-p", required_argument, 0, 3},
         {"min-p", required_argument, 0, 4},      {"repeat-penalty", required_argument, 0, 5},
-        {"peers", required_argument, 0, 7},      {"initial-peers", required_argument, 0, 7},
+        {"peers", required_argument, 0, 7},      {"initial-peers", required_argument, 0, 40},
         {"codec", required_argument, 0, 8},      {"timeout", required_argument, 0, 9},
         {"lora", required_argument, 0, 10},      {"system", required_argument, 0, 11},
         {"chat-template", required_argument, 0, 12},
@@ -638,7 +637,7 @@ int shoal_cmd_chat(int argc, char **argv)
             argv[i] = "--system";
     }
     const char *model_path = NULL, *system = NULL, *lora_path = NULL;
-    char *peers_arg = NULL;
+    char *peers_arg = NULL, *initial_arg = NULL;
     int codec = -1, tmpl = -1;
     double timeout_s = 30, d;
     long n_predict = 512, ctx = 0, threads = shoal_cpu_count(), v;
@@ -660,6 +659,7 @@ int shoal_cmd_chat(int argc, char **argv)
         case 4: if (!shoal_cli_float("chat", "--min-p", optarg, 0, 1, &d)) return 2; sp.min_p = (float)d; break;
         case 5: if (!shoal_cli_float("chat", "--repeat-penalty", optarg, 0.01, 100, &d)) return 2; sp.repeat_penalty = (float)d; break;
         case 7: peers_arg = optarg; break;
+        case 40: initial_arg = optarg; break;
         case 8:
             if ((codec = shoal_gen_parse_codec(optarg)) < 0) {
                 fprintf(stderr, "shoal chat: --codec: expected f32, f16, bf16 or int8, got '%s'\n", optarg);
@@ -693,6 +693,18 @@ int shoal_cmd_chat(int argc, char **argv)
     if (peers_arg && (n_peers = shoal_gen_parse_peers("chat", "--peers", peers_arg, peer_addrs,
                                                       SHOAL_GEN_MAX_PEERS)) < 0)
         return 2;
+    char *initial_addrs[SHOAL_GEN_MAX_PEERS];
+    int n_initial = 0;
+    if (initial_arg && peers_arg) {
+        fprintf(stderr, "shoal chat: --peers or --initial-peers, not both\n");
+        return 2;
+    }
+    if (initial_arg &&
+        (n_initial = shoal_gen_parse_peers("chat", "--initial-peers", initial_arg,
+                                           initial_addrs, SHOAL_GEN_MAX_PEERS)) < 0)
+        return 2;
+    if (initial_arg)
+        peers_arg = initial_arg; /* the checks below are about running remotely */
     if (!peers_arg && codec >= 0) {
         fprintf(stderr, "shoal chat: --codec needs --peers\n");
         return 2;
@@ -716,6 +728,8 @@ int shoal_cmd_chat(int argc, char **argv)
     lp.model_path = model_path;
     lp.peers = (const char *const *)peer_addrs;
     lp.n_peers = n_peers;
+    lp.initial_peers = (const char *const *)initial_addrs;
+    lp.n_initial_peers = n_initial;
     lp.remote.codec = codec < 0 ? SHOAL_CODEC_F32 : codec;
     lp.remote.timeout_ms = timeout_ms < 1 ? 1 : timeout_ms;
     lp.ctx = ctx;

@@ -65,6 +65,10 @@ static void generate_usage(FILE *out)
             "      --peers ADDR,...    run the blocks on these nodes (shoal://HOST:PORT/KEY,\n"
             "                          as `shoal serve` prints): the client picks a chain\n"
             "                          that covers every block with the fewest hops\n"
+            "      --initial-peers ADDR,...\n"
+            "                          or: join the swarm's DHT through these nodes, find\n"
+            "                          the model's servers there, measure them and pick the\n"
+            "                          chain with the least expected time per token\n"
             "      --codec C           activations on the wire: f32 (exact, default), f16,\n"
             "                          bf16 or int8\n"
             "      --timeout S         seconds to wait for each answer of a node (default 30)\n"
@@ -150,10 +154,11 @@ int shoal_cmd_generate(int argc, char **argv)
         {"seed", required_argument, 0, 's'},    {"threads", required_argument, 0, 't'},
         {"max-retries", required_argument, 0, 11}, {"push", no_argument, 0, 12},
         {"debug-step-hook", required_argument, 0, 13},
+        {"initial-peers", required_argument, 0, 14},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
     const char *model_path = NULL, *prompt = "";
-    char *peers_arg = NULL;
+    char *peers_arg = NULL, *initial_arg = NULL;
     const char *lora_path = NULL;
     int codec = -1;
     double timeout_s = 30;
@@ -193,6 +198,7 @@ int shoal_cmd_generate(int argc, char **argv)
         case 11: if (!shoal_cli_int("generate", "--max-retries", optarg, 0, 1000, &max_retries)) return 2; break;
         case 12: push = 1; break;
         case 13: if (parse_step_hook(optarg, &hooks)) return 2; break;
+        case 14: initial_arg = optarg; break;
         case 'h': generate_usage(stdout); return 0;
         default: return shoal_cli_bad_option("generate", c, argv);
         }
@@ -210,6 +216,18 @@ int shoal_cmd_generate(int argc, char **argv)
     if (peers_arg && (n_peers = shoal_gen_parse_peers("generate", "--peers", peers_arg,
                                                       peer_addrs, SHOAL_GEN_MAX_PEERS)) < 0)
         return 2;
+    char *initial_addrs[SHOAL_GEN_MAX_PEERS];
+    int n_initial = 0;
+    if (initial_arg && peers_arg) {
+        fprintf(stderr, "shoal generate: --peers or --initial-peers, not both\n");
+        return 2;
+    }
+    if (initial_arg &&
+        (n_initial = shoal_gen_parse_peers("generate", "--initial-peers", initial_arg,
+                                           initial_addrs, SHOAL_GEN_MAX_PEERS)) < 0)
+        return 2;
+    if (initial_arg)
+        peers_arg = initial_arg; /* the checks below are about running remotely */
     if (!peers_arg && codec >= 0) {
         fprintf(stderr, "shoal generate: --codec needs --peers\n");
         return 2;
@@ -246,6 +264,8 @@ int shoal_cmd_generate(int argc, char **argv)
     lp.model_path = model_path;
     lp.peers = (const char *const *)peer_addrs;
     lp.n_peers = n_peers;
+    lp.initial_peers = (const char *const *)initial_addrs;
+    lp.n_initial_peers = n_initial;
     lp.remote.codec = codec;
     lp.remote.timeout_ms = timeout_ms;
     if (max_retries >= 0)

@@ -11,6 +11,9 @@
  * Chain opening: ask every peer for INFO, refuse a peer that serves
  * another model (a mistake in the list, not a node that is down), plan the
  * chain with the fewest hops over those that answered, open the sessions.
+ * With initial peers instead (the DHT): discover the model's servers
+ * (client/discover.h: records, INFO, measured round trips) and plan the
+ * chain with the least expected time per token (shoal_route_plan_fast).
  */
 #include "client/gen.h"
 
@@ -20,6 +23,7 @@
 #include <string.h>
 
 #include "client/chat.h"
+#include "client/discover.h"
 #include "client/route.h"
 #include "kernels/err.h"
 #include "lora/adapter.h"
@@ -38,6 +42,8 @@ struct shoal_lm {
     int ctx, threads;
     char **peers;             /* (n_peers) owned copies */
     int n_peers;
+    char **initial;           /* (n_initial) DHT nodes, owned copies */
+    int n_initial;
     shoal_remote_params rp;
     shoal_route_want want;    /* with peers */
     shoal_adapter *lora;
@@ -119,7 +125,9 @@ int shoal_lm_open(const shoal_lm_params *p, shoal_lm **out, char *err, size_t er
 {
     *out = NULL;
     if (!p->model_path || p->threads < 1 || p->ctx < 0 || p->n_peers < 0 ||
-        p->n_peers > SHOAL_GEN_MAX_PEERS || (p->n_peers && p->lora_path)) {
+        p->n_peers > SHOAL_GEN_MAX_PEERS || p->n_initial_peers < 0 ||
+        p->n_initial_peers > SHOAL_GEN_MAX_PEERS || (p->n_peers && p->n_initial_peers) ||
+        ((p->n_peers || p->n_initial_peers) && p->lora_path)) {
         snprintf(err, errlen, "bad LM parameters");
         return SHOAL_ERR_ARG;
     }
@@ -132,7 +140,7 @@ int shoal_lm_open(const shoal_lm_params *p, shoal_lm **out, char *err, size_t er
     lm->rp = p->remote;
     lm->note = p->note;
     lm->note_ctx = p->note_ctx;
-    const bool remote = p->n_peers > 0;
+    const bool remote = p->n_peers > 0 || p->n_initial_peers > 0;
     char e[512] = "";
     int rc = shoal_gguf_open(p->model_path, &lm->g, e, sizeof e);
     if (rc) {
@@ -182,6 +190,12 @@ int shoal_lm_open(const shoal_lm_params *p, shoal_lm **out, char *err, size_t er
         for (int i = 0; i < p->n_peers; i++, lm->n_peers++)
             if (!(lm->peers[i] = strdup(p->peers[i])))
                 goto nomem;
+        if (p->n_initial_peers &&
+            !(lm->initial = calloc((size_t)p->n_initial_peers, sizeof *lm->initial)))
+            goto nomem;
+        for (int i = 0; i < p->n_initial_peers; i++, lm->n_initial++)
+            if (!(lm->initial[i] = strdup(p->initial_peers[i])))
+                goto nomem;
     }
     if (p->lora_path && (rc = lm_load_lora(lm, p->lora_path, err, errlen)))
         goto fail;
@@ -203,6 +217,9 @@ void shoal_lm_close(shoal_lm **p)
     for (int i = 0; i < lm->n_peers; i++)
         free(lm->peers[i]);
     free(lm->peers);
+    for (int i = 0; i < lm->n_initial; i++)
+        free(lm->initial[i]);
+    free(lm->initial);
     free(lm->lora_views);
     shoal_adapter_destroy(&lm->lora);
     shoal_tokenizer_destroy(&lm->tok);
@@ -216,7 +233,7 @@ const shoal_tokenizer *shoal_lm_tokenizer(const shoal_lm *lm) { return lm->tok; 
 const shoal_hparams *shoal_lm_hparams(const shoal_lm *lm) { return lm->hp; }
 const shoal_gguf *shoal_lm_gguf(const shoal_lm *lm) { return lm->g; }
 int shoal_lm_ctx(const shoal_lm *lm) { return lm->ctx; }
-bool shoal_lm_remote(const shoal_lm *lm) { return lm->n_peers > 0; }
+bool shoal_lm_remote(const shoal_lm *lm) { return lm->n_peers > 0 || lm->n_initial > 0; }
 const char *shoal_lm_name(const shoal_lm *lm) { return lm->name; }
 
 void shoal_gen_model_name(const char *path, char *out, size_t cap)
@@ -241,9 +258,40 @@ int shoal_lm_chat_template(const shoal_lm *lm)
 
 /* Ask the peers and plan a chain into cands/hops (room for nblocks).
  * warn: tell the note callback about peers left out. */
+/* The DHT's way: discover the servers, plan the fastest chain. */
+static int lm_plan_dht(shoal_lm *lm, shoal_route_cands *cands, shoal_route_hop *hops,
+                       size_t *n_hops, bool warn, char *err, size_t errlen)
+{
+    char e[GEN_ERR_MAX], line[GEN_ERR_MAX];
+    shoal_route_cost *costs = NULL;
+    shoal_discover_params dp = shoal_discover_params_default();
+    if (lm->rp.timeout_ms < dp.timeout_ms)
+        dp.timeout_ms = lm->rp.timeout_ms > 2000 ? lm->rp.timeout_ms : 2000;
+    int rc = shoal_discover((const char *const *)lm->initial, (size_t)lm->n_initial, &lm->want,
+                            &dp, cands, &costs, line, sizeof line, err, errlen);
+    if (rc)
+        return rc;
+    if (warn)
+        note(lm, SHOAL_LOG_INFO, "%s", line);
+    double est = 0;
+    rc = shoal_route_plan_fast(cands->v, costs, cands->n, &lm->want, hops, lm->want.nblocks,
+                               n_hops, &est, e, sizeof e);
+    free(costs);
+    if (rc) {
+        snprintf(err, errlen, "%s (%s)", e, line);
+        return rc;
+    }
+    if (warn)
+        note(lm, SHOAL_LOG_INFO, "route: %zu hop%s, expected %.2f ms per token", *n_hops,
+             *n_hops == 1 ? "" : "s", est);
+    return 0;
+}
+
 static int lm_plan(shoal_lm *lm, shoal_route_cands *cands, shoal_route_hop *hops,
                    size_t *n_hops, bool warn, char *err, size_t errlen)
 {
+    if (lm->n_initial)
+        return lm_plan_dht(lm, cands, hops, n_hops, warn, err, errlen);
     char e[GEN_ERR_MAX], failed[GEN_ERR_MAX];
     size_t n_failed = 0;
     int rc = shoal_remote_lookup((const char *const *)lm->peers, (size_t)lm->n_peers,
@@ -273,7 +321,7 @@ static int lm_plan(shoal_lm *lm, shoal_route_cands *cands, shoal_route_hop *hops
 
 int shoal_lm_check_route(shoal_lm *lm, char *err, size_t errlen)
 {
-    if (!lm->n_peers)
+    if (!shoal_lm_remote(lm))
         return 0;
     shoal_route_cands cands;
     shoal_route_cands_init(&cands);
@@ -345,15 +393,15 @@ int shoal_gen_new(shoal_lm *lm, const shoal_sampler_params *sp, shoal_gen **out,
     gs->n_vocab = lm->hp->n_vocab;
     gs->max_batch = gs->ctx < SHOAL_GEN_MAX_BATCH ? gs->ctx : SHOAL_GEN_MAX_BATCH;
     int rc;
-    if (lm->n_peers && (rc = gen_open_chain(gs, err, errlen)))
+    if (shoal_lm_remote(lm) && (rc = gen_open_chain(gs, err, errlen)))
         goto fail;
     gs->tokens = malloc((size_t)gs->ctx * sizeof *gs->tokens);
     gs->fwd = shoal_fwd_new(lm->m, gs->max_batch, gs->ctx, lm->threads);
     gs->x = malloc((size_t)gs->max_batch * gs->dim * sizeof *gs->x);
     gs->logits = malloc((size_t)gs->n_vocab * sizeof *gs->logits);
-    if (!lm->n_peers)
+    if (!shoal_lm_remote(lm))
         gs->kv = shoal_kv_new(lm->m, gs->ctx);
-    if (!gs->tokens || !gs->fwd || !gs->x || !gs->logits || (!lm->n_peers && !gs->kv)) {
+    if (!gs->tokens || !gs->fwd || !gs->x || !gs->logits || (!shoal_lm_remote(lm) && !gs->kv)) {
         snprintf(err, errlen, "out of memory (context %d)", gs->ctx);
         rc = SHOAL_ERR_NOMEM;
         goto fail;

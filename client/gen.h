@@ -7,7 +7,8 @@
  *   shoal_lm   the model as the client holds it: the GGUF file, the
  *              embedding and head (and, locally, every block), the
  *              tokenizer, an optional local LoRA adapter, and with peers
- *              the list of node addresses and the model's identity. Opened
+ *              the list of node addresses (or the DHT nodes to discover
+ *              them through) and the model's identity. Opened
  *              once, read-only afterwards, shared by every session.
  *   shoal_gen  one sequence: its own forward scratch (embedding and head
  *              always run in the client), its blocks backend (a local KV
@@ -66,6 +67,11 @@ typedef struct shoal_lm_params {
      * The strings are copied. */
     const char *const *peers;
     int n_peers;
+    /* or: DHT nodes to join (shoal://...), to discover the model's servers
+     * (client/discover.h) and plan the fastest chain; not with peers. The
+     * strings are copied. */
+    const char *const *initial_peers;
+    int n_initial_peers;
     shoal_remote_params remote; /* codec, timeout; max_length is set to ctx */
     long ctx;                   /* context in tokens, 0: the model's */
     int threads;                /* compute threads of each session, >= 1 */

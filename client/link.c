@@ -4,7 +4,9 @@
  * liveness bookkeeping.
  *
  * Monitor events arrive as two frames: 6 bytes (u16 event, u32 value, host
- * order) and the endpoint. DISCONNECTED after HANDSHAKE_SUCCEEDED (or after
+ * order) and the endpoint. CONNECT_RETRIED before any handshake means the
+ * connection was refused (nothing listens: the node is down or not up
+ * yet). DISCONNECTED after HANDSHAKE_SUCCEEDED (or after
  * a message came) is an established connection that broke, which is what a
  * node's death looks like from here; a handshake that fails (a wrong key in
  * the address) is not a drop: such a node simply never answers. Reconnection is libzmq's business; a
@@ -34,6 +36,8 @@ struct shoal_link {
     char address[SHOAL_ADDR_MAX];
     unsigned drops;
     int up;              /* a connection with a completed handshake is up */
+    unsigned refused;    /* connection attempts that failed since the last
+                            handshake that succeeded (or since open) */
     int awaiting;
     double heard;        /* last message from the node, or start of the wait */
     double ping_sent;    /* last PING, 0: none during this wait */
@@ -73,7 +77,9 @@ int shoal_link_open(void *zctx, const char *address, shoal_link **out)
     randombytes_buf(&tag, sizeof tag);
     char ep[96];
     snprintf(ep, sizeof ep, "inproc://shoal-link-%p-%016llx", (void *)l, (unsigned long long)tag);
-    if (zmq_socket_monitor(l->sock, ep, ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED))
+    if (zmq_socket_monitor(l->sock, ep,
+                           ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                               ZMQ_EVENT_CONNECT_RETRIED))
         goto fail;
     int zero = 0;
     if (!(l->mon = zmq_socket(zctx, ZMQ_PAIR)) ||
@@ -104,6 +110,7 @@ void shoal_link_destroy(shoal_link **lp)
 
 const char *shoal_link_address(const shoal_link *l) { return l->address; }
 unsigned shoal_link_drops(const shoal_link *l) { return l->drops; }
+unsigned shoal_link_refused(const shoal_link *l) { return l->up ? 0 : l->refused; }
 
 int shoal_link_send(shoal_link *l, const shoal_wire_header *h, const float *x, uint32_t n,
                     uint32_t dim, int codec)
@@ -176,9 +183,11 @@ static void drain_monitor(shoal_link *l)
         if (zmq_msg_size(&ev) >= 2) {
             uint16_t id;
             memcpy(&id, zmq_msg_data(&ev), sizeof id);
-            if (getenv("LINKDBG")) fprintf(stderr, "%.1f link %s event %u up %d\n", shoal_link_now(), l->address + 20, id, l->up);
             if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
                 l->up = 1;
+                l->refused = 0;
+            } else if (id == ZMQ_EVENT_CONNECT_RETRIED && !l->up) {
+                l->refused++; /* nobody listens there now */
             } else if (id == ZMQ_EVENT_DISCONNECTED && l->up) {
                 /* an established connection broke (not a handshake that
                  * never completed: a wrong key just stays silent) */

@@ -62,6 +62,10 @@ const char *shoal_link_address(const shoal_link *l);
 /* Connections to the node lost since open (the node died or restarted). */
 unsigned shoal_link_drops(const shoal_link *l);
 
+/* Connection attempts refused while no connection is up (0 once one is):
+ * nothing listens at the address now. */
+unsigned shoal_link_refused(const shoal_link *l);
+
 /* Send request h (its request_id set by the caller), with the tensor x
  * (n, dim) f32 encoded in codec when x is not NULL (descriptor and reply
  * codec are added to a copy of h). 0, SHOAL_ERR_ARG (bad header or

@@ -22,6 +22,9 @@ static const subcommand commands[] = {
     {"mkmodel", shoal_cmd_mkmodel, "write a random-weight Llama GGUF of any shape"},
     {"serve", shoal_cmd_serve, "serve a span of a model's blocks to the swarm"},
     {"keygen", shoal_cmd_keygen, "make a node identity file"},
+    {"bootstrap", shoal_cmd_bootstrap, "run a DHT node that serves no blocks (for joining)"},
+    {"swarm", shoal_cmd_swarm, "show which servers cover which blocks of a model"},
+    {"dht-probe", shoal_cmd_dht_probe, NULL}, /* a test tool: not listed */
 };
 
 static void usage(FILE *out)
@@ -29,7 +32,8 @@ static void usage(FILE *out)
     fprintf(out, "usage: shoal COMMAND [options]   (shoal COMMAND --help for each)\n\n"
                  "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+        if (commands[i].help)
+            fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
     fprintf(out, "  %-10s %s\n", "version", "print the version");
 }
 

@@ -58,6 +58,7 @@ typedef struct expect {
     shoal_wire_header *hdr;/* a copy of the reply header, or NULL */
     double sent, deadline;
     int after;             /* push: the expectation this one follows, or -1 */
+    int refuse_fast;       /* a refused connection fails it at once */
     double stall_ms;       /* with after: give up this long after it (0: no) */
     /* outcome */
     int state, rc, soft, leaving;
@@ -169,7 +170,6 @@ static void exp_fail(expect *e, double now, int rc, int soft, const char *fmt, .
 
 static void exp_fail(expect *e, double now, int rc, int soft, const char *fmt, ...)
 {
-    if (getenv("LINKDBG")) fprintf(stderr, "%.1f fail rc %d\n", now, rc);
     e->state = EXP_FAILED;
     e->rc = rc;
     e->soft = soft;
@@ -246,8 +246,21 @@ static void take_reply(expect *e, size_t ne, shoal_link *link, const shoal_wire_
  * deadline fails what is expected from it. */
 static void wait_all(expect *e, size_t ne, double live_ms, uint32_t dim)
 {
-    enum { MAXL = 2 * 64 };
-    shoal_link *links[MAXL];
+    enum { ON_STACK = 64 };
+    shoal_link *stack_links[ON_STACK], **links = stack_links;
+    zmq_pollitem_t stack_items[2 * ON_STACK], *items = stack_items;
+    if (2 * ne > ON_STACK) {
+        links = malloc(2 * ne * sizeof *links);
+        items = malloc(4 * ne * sizeof *items);
+        if (!links || !items) {
+            free(links != stack_links ? links : NULL);
+            free(items != stack_items ? items : NULL);
+            for (size_t i = 0; i < ne; i++)
+                if (e[i].state == EXP_PENDING)
+                    exp_fail(&e[i], shoal_link_now(), SHOAL_ERR_NOMEM, 0, "out of memory");
+            return;
+        }
+    }
     size_t nl = 0;
     for (size_t i = 0; i < ne; i++) {
         shoal_link *c[2] = {e[i].link, e[i].relay};
@@ -257,12 +270,41 @@ static void wait_all(expect *e, size_t ne, double live_ms, uint32_t dim)
             size_t j = 0;
             while (j < nl && links[j] != c[k])
                 j++;
-            if (j == nl && nl < MAXL)
+            if (j == nl)
                 links[nl++] = c[k];
         }
     }
     for (;;) {
-        double now = shoal_link_now(), due = now + 3600e3;
+        /* first take what has arrived: a client that was itself held up
+         * (a loaded machine) must not blame nodes whose answers wait here */
+        double now = shoal_link_now();
+        for (size_t j = 0; j < nl; j++) {
+            for (;;) {
+                shoal_transport_msg m;
+                shoal_wire_header h;
+                int rc = shoal_link_service(links[j], now, &m, &h);
+                if (rc == SHOAL_ERR_TIMEOUT)
+                    break;
+                if (rc == SHOAL_ERR_IO) {
+                    for (size_t i = 0; i < ne; i++)
+                        if (e[i].state == EXP_PENDING && e[i].link == links[j])
+                            exp_fail(&e[i], now, SHOAL_ERR_IO, 0, "receive failed");
+                    break;
+                }
+                if (rc == SHOAL_ERR_PROTOCOL) {
+                    for (size_t i = 0; i < ne; i++)
+                        if (e[i].state == EXP_PENDING && e[i].link == links[j] &&
+                            h.request_id == e[i].id)
+                            exp_fail(&e[i], now, SHOAL_ERR_PROTOCOL, 0,
+                                     "sent a malformed reply");
+                    continue;
+                }
+                take_reply(e, ne, links[j], &h, &m, dim, now);
+                shoal_transport_msg_close(&m);
+            }
+        }
+        now = shoal_link_now();
+        double due = now + 3600e3;
         int pending = 0;
         for (size_t i = 0; i < ne; i++) {
             expect *x = &e[i];
@@ -274,6 +316,10 @@ static void wait_all(expect *e, size_t ne, double live_ms, uint32_t dim)
             }
             if (shoal_link_drops(x->link) > x->drops0) {
                 exp_fail(x, now, SHOAL_ERR_IO, 0, "lost its connection");
+                continue;
+            }
+            if (x->refuse_fast && shoal_link_refused(x->link)) {
+                exp_fail(x, now, SHOAL_ERR_IO, 0, "refuses connections");
                 continue;
             }
             if (shoal_link_tick(x->link, now, live_ms)) {
@@ -304,42 +350,17 @@ static void wait_all(expect *e, size_t ne, double live_ms, uint32_t dim)
         }
         if (!pending)
             break;
-        zmq_pollitem_t items[2 * MAXL];
         for (size_t j = 0; j < nl; j++)
             shoal_link_poll_items(links[j], &items[2 * j]);
         double wait = due - now;
         zmq_poll(items, (int)(2 * nl), wait < 0 ? 0 : (long)wait + 1);
-        now = shoal_link_now();
-        for (size_t j = 0; j < nl; j++) {
-            if (!(items[2 * j].revents | items[2 * j + 1].revents))
-                continue;
-            for (;;) {
-                shoal_transport_msg m;
-                shoal_wire_header h;
-                int rc = shoal_link_service(links[j], now, &m, &h);
-                if (rc == SHOAL_ERR_TIMEOUT)
-                    break;
-                if (rc == SHOAL_ERR_IO) {
-                    for (size_t i = 0; i < ne; i++)
-                        if (e[i].state == EXP_PENDING && e[i].link == links[j])
-                            exp_fail(&e[i], now, SHOAL_ERR_IO, 0, "receive failed");
-                    break;
-                }
-                if (rc == SHOAL_ERR_PROTOCOL) {
-                    for (size_t i = 0; i < ne; i++)
-                        if (e[i].state == EXP_PENDING && e[i].link == links[j] &&
-                            h.request_id == e[i].id)
-                            exp_fail(&e[i], now, SHOAL_ERR_PROTOCOL, 0,
-                                     "sent a malformed reply");
-                    continue;
-                }
-                take_reply(e, ne, links[j], &h, &m, dim, now);
-                shoal_transport_msg_close(&m);
-            }
-        }
     }
     for (size_t j = 0; j < nl; j++)
         shoal_link_idle(links[j]);
+    if (links != stack_links)
+        free(links);
+    if (items != stack_items)
+        free(items);
 }
 
 /* ---- INFO --------------------------------------------------------------- */
@@ -382,13 +403,16 @@ typedef struct info_job {
 
 /* Ask every job's address for INFO at once, within timeout_ms. */
 static int ask_info_chunk(void *zctx, info_job *jobs, size_t n, int timeout_ms,
-                          double live_ms);
+                          double live_ms, int refuse_fast);
 
-static int ask_info(void *zctx, info_job *jobs, size_t n, int timeout_ms, double live_ms)
+/* refuse_fast: an address where nothing listens fails at once (else it
+ * gets the whole timeout: a node may be starting) */
+static int ask_info(void *zctx, info_job *jobs, size_t n, int timeout_ms, double live_ms,
+                    int refuse_fast)
 {
     for (size_t i = 0; i < n; i += INFO_CHUNK) {
         int rc = ask_info_chunk(zctx, jobs + i, n - i < INFO_CHUNK ? n - i : INFO_CHUNK,
-                                timeout_ms, live_ms);
+                                timeout_ms, live_ms, refuse_fast);
         if (rc)
             return rc;
     }
@@ -396,7 +420,7 @@ static int ask_info(void *zctx, info_job *jobs, size_t n, int timeout_ms, double
 }
 
 static int ask_info_chunk(void *zctx, info_job *jobs, size_t n, int timeout_ms,
-                          double live_ms)
+                          double live_ms, int refuse_fast)
 {
     shoal_link **links = calloc(n, sizeof *links);
     expect *e = calloc(n, sizeof *e);
@@ -431,6 +455,7 @@ static int ask_info_chunk(void *zctx, info_job *jobs, size_t n, int timeout_ms,
         shoal_link_await(links[i], now);
         exp_init(&e[ne], links[i], 0, q.request_id, SHOAL_OP_INFO, now, timeout_ms);
         e[ne].hdr = &hs[ne];
+        e[ne].refuse_fast = refuse_fast;
         of[ne++] = i;
     }
     if (of) {
@@ -479,7 +504,7 @@ int shoal_remote_lookup(const char *const *addrs, size_t n, int timeout_ms,
     }
     for (size_t i = 0; i < n; i++)
         jobs[i].address = addrs[i];
-    if ((rc = ask_info(zctx, jobs, n, timeout_ms, timeout_ms)))
+    if ((rc = ask_info(zctx, jobs, n, timeout_ms, timeout_ms, 0)))
         goto out;
     for (size_t i = 0; i < n; i++) {
         if (jobs[i].rc) {
@@ -580,9 +605,14 @@ static void hops_open(shoal_remote *r, remote_hop *hs, size_t n, expect *e)
             q.has |= SHOAL_WIRE_HAS_PUSH_TOKEN;
             q.push_token = h->ptok;
         }
+        if (r->p.adapter && *r->p.adapter) {
+            q.has |= SHOAL_WIRE_HAS_ADAPTER;
+            shoal_wire_text_set(q.adapter, sizeof q.adapter, r->p.adapter);
+        }
         e[k].link = h->link;
         e[k].drops0 = h->drops;
         e[k].id = q.request_id;
+        e[k].refuse_fast = 1;
         if ((rc = shoal_link_send(h->link, &q, NULL, 0, 0, 0))) {
             exp_fail(&e[k], now, rc, 0, "cannot send (%s)", shoal_strerror(rc));
             continue;
@@ -682,7 +712,7 @@ static void refresh(shoal_remote *r)
             cand_of[k++] = c;
         }
     int ms = r->p.timeout_ms < REMOTE_REFRESH_MAX_MS ? r->p.timeout_ms : REMOTE_REFRESH_MAX_MS;
-    if (ask_info(r->zctx, jobs, k, ms, ms))
+    if (ask_info(r->zctx, jobs, k, ms, ms, 1))
         goto out;
     size_t kept = 0;
     for (size_t j = 0; j < k; j++) {
@@ -701,9 +731,13 @@ static void refresh(shoal_remote *r)
             kept++;
             continue;
         }
-        if (x->rc)
-            continue;
         shoal_route_cand *c = &r->cands.v[cand_of[j]];
+        if (x->rc) {
+            /* still down: keep it out of the plans for longer */
+            if (shoal_health_banned_for(r->health, c->address, now) > 0)
+                shoal_health_ban(r->health, c->address, shoal_link_now());
+            continue;
+        }
         char why[8];
         if (shoal_route_check_model(&x->c, &r->want, why, sizeof why))
             continue;
@@ -843,8 +877,14 @@ static int replace(shoal_remote *r, size_t idx, uint32_t total, uint32_t keep_fr
                 continue;
             }
             const char *missing = strstr(perr, "no peer serves ");
-            set_err(r->err, sizeof r->err, "blocks %u:%u: %s, and no other peer serves %s", a,
-                    b, last, missing ? missing + strlen("no peer serves ") : perr);
+            if (attempts)
+                set_err(r->err, sizeof r->err,
+                        "blocks %u:%u: %s, and no other peer serves %s (tried %d: %s)", a, b,
+                        why, missing ? missing + strlen("no peer serves ") : perr, attempts,
+                        last);
+            else
+                set_err(r->err, sizeof r->err, "blocks %u:%u: %s, and no other peer serves %s",
+                        a, b, why, missing ? missing + strlen("no peer serves ") : perr);
             break;
         }
         if (rc) {
@@ -1092,7 +1132,6 @@ int shoal_remote_blocks(shoal_remote *r, int pos, int n, float *x)
             return rc;
         }
         size_t n_new = 0;
-        if (getenv("LINKDBG")) fprintf(stderr, "cause rc %d why %s\n", fail.rc, fail.why);
         rc = replace(r, j, (uint32_t)(pos + n), (uint32_t)pos, dest(r, h->end, (uint32_t)pos, x),
                      &fail, REPLACE_FAILOVER, &n_new);
         if (rc) {

@@ -103,6 +103,8 @@ typedef struct shoal_remote_params {
     int push;            /* server-to-server forwarding */
     int replay_batch;    /* tokens per request when replaying (the nodes take
                             512 unless started with another --max-batch) */
+    const char *adapter; /* LoRA adapter the sessions use (NULL: none); every
+                            hop must serve it (route want.adapter) */
     shoal_health_params health;
     shoal_remote_event_fn on_event;
     void *event_ctx;

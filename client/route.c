@@ -95,6 +95,22 @@ int shoal_route_check_model(const shoal_route_cand *c, const shoal_route_want *w
     return SHOAL_ERR_MODEL;
 }
 
+/* Is `name` one of the comma-separated names in `list`? */
+static bool serves_adapter(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && !memcmp(p, name, n))
+            return true;
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    return false;
+}
+
 int shoal_route_check(const shoal_route_cand *c, const shoal_route_want *w, char *err,
                       size_t errlen)
 {
@@ -122,6 +138,10 @@ int shoal_route_check(const shoal_route_cand *c, const shoal_route_want *w, char
     if (c->state == SHOAL_WIRE_STATE_OFFLINE) {
         err_add(err, errlen, "%s is leaving", c->address);
         return SHOAL_ERR_BUSY;
+    }
+    if (w->adapter && *w->adapter && !serves_adapter(in->adapters, w->adapter)) {
+        err_add(err, errlen, "%s does not serve adapter '%s'", c->address, w->adapter);
+        return SHOAL_ERR_NOTFOUND;
     }
     return 0;
 }
@@ -235,4 +255,122 @@ int shoal_route_plan_range(const shoal_route_cand *cands, size_t n, const uint8_
     if (said)
         err_add(err, errlen, ")");
     return SHOAL_ERR_NOTFOUND;
+}
+
+/* ---- least expected time per token (see route.h) ------------------------ */
+
+static int plan_fast_pass(const shoal_route_cand *cands, const shoal_route_cost *costs,
+                          size_t n, const shoal_route_want *w, int allow_full, double rtt_unk,
+                          double tput_unk, shoal_route_hop *hops, size_t max_hops,
+                          size_t *n_hops, double *est_ms)
+{
+    uint32_t L = w->nblocks;
+    double *dist = malloc((L + 1) * sizeof *dist);
+    size_t *from_cand = malloc((L + 1) * sizeof *from_cand);
+    uint32_t *from_pos = malloc((L + 1) * sizeof *from_pos);
+    uint8_t *ok = malloc(n ? n : 1);
+    int rc = SHOAL_ERR_NOMEM;
+    if (!dist || !from_cand || !from_pos || !ok)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        const shoal_route_cand *c = &cands[i];
+        ok[i] = usable(c, w) &&
+                (allow_full || !w->max_length || c->info.free_tokens >= w->max_length);
+    }
+    for (uint32_t b = 0; b <= L; b++)
+        dist[b] = -1; /* unreached */
+    dist[0] = 0;
+    for (uint32_t b = 0; b < L; b++) {
+        if (dist[b] < 0)
+            continue;
+        for (size_t i = 0; i < n; i++) {
+            const shoal_peer_info *in = &cands[i].info;
+            if (!ok[i] || in->span_start > b || in->span_end <= b)
+                continue;
+            double rtt = costs && costs[i].rtt_ms > 0 ? costs[i].rtt_ms : rtt_unk;
+            double tput = costs && costs[i].throughput > 0 ? costs[i].throughput : tput_unk;
+            uint32_t end = in->span_end < L ? in->span_end : L;
+            for (uint32_t e = b + 1; e <= end; e++) {
+                double d = dist[b] + rtt + 1000.0 * (double)(e - b) / tput;
+                if (dist[e] < 0 || d < dist[e] - 1e-9) {
+                    dist[e] = d;
+                    from_cand[e] = i;
+                    from_pos[e] = b;
+                }
+            }
+        }
+    }
+    rc = SHOAL_ERR_NOTFOUND;
+    if (dist[L] < 0)
+        goto out;
+    size_t nh = 0;
+    for (uint32_t e = L; e > 0; e = from_pos[e])
+        nh++;
+    rc = SHOAL_ERR_ARG;
+    if (nh > max_hops)
+        goto out;
+    size_t k = nh;
+    for (uint32_t e = L; e > 0; e = from_pos[e]) {
+        k--;
+        hops[k].cand = from_cand[e];
+        hops[k].start = from_pos[e];
+        hops[k].end = e;
+    }
+    *n_hops = nh;
+    if (est_ms)
+        *est_ms = dist[L];
+    rc = 0;
+out:
+    free(dist);
+    free(from_cand);
+    free(from_pos);
+    free(ok);
+    return rc;
+}
+
+int shoal_route_plan_fast(const shoal_route_cand *cands, const shoal_route_cost *costs,
+                          size_t n, const shoal_route_want *w, shoal_route_hop *hops,
+                          size_t max_hops, size_t *n_hops, double *est_ms, char *err,
+                          size_t errlen)
+{
+    *n_hops = 0;
+    if (err && errlen)
+        err[0] = 0;
+    if (w->nblocks == 0) {
+        err_add(err, errlen, "the model has no blocks");
+        return SHOAL_ERR_ARG;
+    }
+    /* unknowns are the worst known values */
+    double rtt_unk = 0, tput_unk = 0;
+    for (size_t i = 0; costs && i < n; i++) {
+        if (costs[i].rtt_ms > rtt_unk)
+            rtt_unk = costs[i].rtt_ms;
+        if (costs[i].throughput > 0 && (tput_unk == 0 || costs[i].throughput < tput_unk))
+            tput_unk = costs[i].throughput;
+    }
+    if (!(rtt_unk > 0))
+        rtt_unk = 100;
+    if (!(tput_unk > 0))
+        tput_unk = 1000;
+    int rc = plan_fast_pass(cands, costs, n, w, 0, rtt_unk, tput_unk, hops, max_hops, n_hops,
+                            est_ms);
+    if (rc == SHOAL_ERR_NOTFOUND) /* only with servers whose cache is full, then */
+        rc = plan_fast_pass(cands, costs, n, w, 1, rtt_unk, tput_unk, hops, max_hops, n_hops,
+                            est_ms);
+    if (rc == SHOAL_ERR_NOTFOUND || rc == SHOAL_ERR_ARG) {
+        /* the same words as the fewest-hops planner for the same failure */
+        size_t nh2 = 0;
+        shoal_route_hop *tmp = malloc(w->nblocks * sizeof *tmp);
+        int rc2 = tmp ? shoal_route_plan(cands, n, w, tmp, w->nblocks, &nh2, err, errlen)
+                      : SHOAL_ERR_NOMEM;
+        free(tmp);
+        if (rc == SHOAL_ERR_ARG && rc2 == 0) {
+            if (err && errlen)
+                err[0] = 0;
+            err_add(err, errlen, "a plan needs more than %zu hops", max_hops);
+        }
+    } else if (rc == SHOAL_ERR_NOMEM) {
+        err_add(err, errlen, "out of memory");
+    }
+    return rc;
 }

@@ -69,6 +69,7 @@ typedef struct shoal_route_want {
     uint32_t dim;          /* hidden size */
     uint32_t max_length;   /* session length needed (0: any) */
     int codec;             /* codec the client sends (proto/codec.h) */
+    const char *adapter;   /* LoRA adapter every hop must serve (NULL or "": none) */
 } shoal_route_want;
 
 /* One hop: blocks [start, end) on candidate `cand` (an index into the
@@ -109,5 +110,35 @@ int shoal_route_plan_range(const shoal_route_cand *cands, size_t n, const uint8_
                            const shoal_route_want *w, uint32_t a, uint32_t b,
                            shoal_route_hop *hops, size_t max_hops, size_t *n_hops, char *err,
                            size_t errlen);
+
+/* ---- least expected time per token (candidates from the DHT) ----------
+ * (added with discovery, client/discover.h)
+ *
+ * When the client knows how fast candidates are (their records' measured
+ * throughput, tokens/s through one block) and how far (round trips it
+ * measured itself), the chain with the least expected time per token is a
+ * shortest path over (server, block): a hop on candidate i over blocks
+ * [s, e) costs rtt_i + (e - s) / throughput_i, and the path runs from block
+ * 0 to block L. A dynamic program over block boundaries finds it exactly
+ * (a hop never gains by being split on the same server: that costs one
+ * more round trip). Unknown values are taken as the worst known one (the
+ * slowest throughput, the longest round trip; 1000 tokens/s and 100 ms when
+ * none is known), so with nothing known it is the fewest hops again.
+ * Candidates whose free cache cannot hold a session of w->max_length
+ * tokens are avoided: used only when the chain cannot be made without
+ * them. Ties go to the earlier candidate, so a list always gives the same
+ * chain. */
+typedef struct shoal_route_cost {
+    double rtt_ms;     /* measured round trip; <= 0: unknown */
+    double throughput; /* tokens/s through one block; <= 0: unknown */
+} shoal_route_cost;
+
+/* Plan over cands[0..n) with costs[0..n) (parallel arrays). *est_ms (may be
+ * NULL) gets the plan's expected time per token. Errors as
+ * shoal_route_plan (same messages). */
+int shoal_route_plan_fast(const shoal_route_cand *cands, const shoal_route_cost *costs,
+                          size_t n, const shoal_route_want *w, shoal_route_hop *hops,
+                          size_t max_hops, size_t *n_hops, double *est_ms, char *err,
+                          size_t errlen);
 
 #endif

@@ -13,6 +13,15 @@
  * (shoal_node_leave), serves the sessions it has until their clients have
  * closed them or --grace seconds have passed, then stops the same way; a
  * second signal stops it at once. No signal handler, no global flag.
+ *
+ * The swarm (node/announce.h): with --initial-peers the node joins the DHT
+ * and announces its span in signed records (OFFLINE when it leaves or
+ * stops). Without --blocks it places itself: it measures its throughput,
+ * waits a random moment (so that servers started together spread out),
+ * reads the records and takes --num-blocks blocks (or what its memory
+ * budget holds) where the swarm is weakest; with --rebalance-period it
+ * re-checks, and a move is a graceful leave of the old span followed by
+ * the new span opened on the same port (same address).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,24 +36,40 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "client/cmd.h"
 #include "kernels/err.h"
 #include "kernels/gguf.h"
+#include "kernels/model.h"
 #include "kernels/pool.h"
+#include "node/announce.h"
 #include "node/node.h"
+#include "proto/addr.h"
 #include "proto/identity.h"
 #include "swarm/log.h"
+#include "swarm/record.h"
 
 static void serve_usage(FILE *out)
 {
     fprintf(out,
-            "usage: shoal serve -m MODEL.gguf --blocks A:B [options]\n"
+            "usage: shoal serve -m MODEL.gguf (--blocks A:B | --initial-peers ADDR,...) [options]\n"
             "\n"
             "Serves blocks A..B-1 of a model to clients over encrypted ZeroMQ. Prints the\n"
             "node's address (shoal://HOST:PORT/KEY) on standard output.\n"
             "\n"
             "  -m, --model FILE         GGUF model (only the span's tensors are read)\n"
             "  -b, --blocks A:B         blocks to serve, 0 <= A < B <= the model's blocks\n"
+            "                           (without it: chosen where the swarm is weakest)\n"
+            "      --initial-peers A,...  join the swarm's DHT through these nodes and\n"
+            "                           announce the span served (signed records)\n"
+            "      --num-blocks N       without --blocks: serve N blocks (default: as many\n"
+            "                           as --memory-budget holds)\n"
+            "      --memory-budget MIB  memory for weights and KV cache, for --num-blocks'\n"
+            "                           default (default: half of this machine's memory)\n"
+            "      --rebalance-period S without --blocks: re-check the placement every S\n"
+            "                           seconds and move when the swarm gains (default 60;\n"
+            "                           0: never)\n"
             "  -p, --port P             TCP port (default 0: any free port)\n"
             "      --host H             interface to listen on (default 0.0.0.0)\n"
             "      --public-host H      host to write in the address (default: --host, or\n"
@@ -150,10 +175,186 @@ static int write_atomic(const char *path, const char *text)
     return 0;
 }
 
+/* ---- the swarm: joining, placement, moves (node/announce.h) ------------- */
+
+#define SERVE_MAX_PEERS 64
+
+typedef struct serve_swarm {
+    char *peers_arg;
+    const char *peers[SERVE_MAX_PEERS];
+    size_t npeers;
+    int num_blocks;          /* 0: from the memory budget */
+    long budget_mib;         /* 0: half of the machine's memory */
+    long rebalance_s, ttl_s, refresh_s, delay_ms;
+    int placed;              /* the span was chosen here: rebalancing may move it */
+    double throughput;       /* tokens/s per block, measured */
+} serve_swarm;
+
+static int serve_parse_peers(serve_swarm *sw)
+{
+    for (char *tok = sw->peers_arg, *next; tok; tok = next) {
+        next = strchr(tok, ',');
+        if (next)
+            *next++ = 0;
+        shoal_addr a;
+        if (!*tok || shoal_addr_parse(&a, tok) || sw->npeers == SERVE_MAX_PEERS) {
+            fprintf(stderr, "shoal serve: --initial-peers: '%s' is not a node address "
+                            "(shoal://HOST:PORT/KEY), or more than %d\n", tok, SERVE_MAX_PEERS);
+            return -1;
+        }
+        sw->peers[sw->npeers++] = tok;
+    }
+    return 0;
+}
+
+/* Choose the span (no --blocks): 0, or an exit status. */
+static int serve_place(serve_swarm *sw, const shoal_gguf *g, shoal_node_params *np)
+{
+    char err[512];
+    shoal_hparams hp;
+    shoal_model_id mid;
+    if (shoal_hparams_read(g, &hp, err, sizeof err) || shoal_model_id_compute(g, &mid)) {
+        fprintf(stderr, "shoal serve: %s\n", err);
+        return 1;
+    }
+    int len = sw->num_blocks;
+    if (!len) {
+        uint64_t budget = (uint64_t)sw->budget_mib << 20;
+        if (!budget) {
+            long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+            budget = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 2 : 1ull << 30;
+        }
+        len = shoal_announce_blocks_for_budget(g, budget, np->cache_tokens ? np->cache_tokens
+                                                                           : 4096);
+    }
+    if (len > hp.n_layer)
+        len = hp.n_layer;
+    sw->throughput = shoal_announce_measure(g, 0, np->threads);
+    /* a random moment, so that servers started together see each other */
+    uint32_t r;
+    randombytes_buf(&r, sizeof r);
+    long delay = sw->delay_ms ? (long)(r % (uint32_t)(sw->delay_ms + 1)) : 0;
+    struct timespec ts = {delay / 1000, (delay % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    uint32_t start = 0;
+    size_t seen = 0;
+    int rc = shoal_announce_choose(sw->peers, sw->npeers, &mid, (uint32_t)hp.n_layer,
+                                   (uint32_t)len, 30000, &start, &seen, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "shoal serve: %s\n", err);
+        return 1;
+    }
+    np->block_begin = (int)start;
+    np->block_end = (int)start + len;
+    sw->placed = 1;
+    SHOAL_LOG_I("placement: blocks %d:%d of %d (%zu servers seen, %.0f tokens/s per block "
+                "here, after %ld ms)", np->block_begin, np->block_end, hp.n_layer, seen,
+                sw->throughput, delay);
+    return 0;
+}
+
+/* Make the node for np's span and load its adapters. 0, or an error with
+ * *status set. */
+static int serve_open_node(const shoal_gguf *g, const shoal_identity *id,
+                           const shoal_node_params *np, char **adapters, int n_adapters,
+                           shoal_node **node, int *status)
+{
+    char err[512];
+    int rc = shoal_node_new(g, id, np, node, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "shoal serve: %s\n", err);
+        *status = rc == SHOAL_ERR_ARG || rc == SHOAL_ERR_RANGE ? 2 : 1;
+        return rc;
+    }
+    for (int i = 0; i < n_adapters; i++) {
+        const char *path = adapters[i] + strlen(adapters[i]) + 1; /* after NAME's NUL */
+        if ((rc = shoal_node_add_adapter(*node, adapters[i], path, err, sizeof err))) {
+            fprintf(stderr, "shoal serve: %s\n", err);
+            *status = rc == SHOAL_ERR_ARG ? 2 : 1;
+            shoal_node_destroy(node);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Join the DHT and attach the announcer to node (before its start). */
+static int serve_announce(serve_swarm *sw, const shoal_gguf *g, const shoal_identity *id,
+                          const shoal_node_params *np, shoal_node *node, shoal_announce **ann)
+{
+    char err[512];
+    shoal_hparams hp;
+    if (shoal_hparams_read(g, &hp, err, sizeof err)) {
+        fprintf(stderr, "shoal serve: %s\n", err);
+        return SHOAL_ERR_FORMAT;
+    }
+    if (!sw->throughput) /* --blocks given: measure a block the node serves */
+        sw->throughput = shoal_announce_measure(g, np->block_begin, np->threads);
+    shoal_announce_params ap = shoal_announce_params_default();
+    ap.initial_peers = sw->peers;
+    ap.n_initial = sw->npeers;
+    ap.record_ttl_ms = sw->ttl_s * 1000;
+    ap.refresh_ms = sw->refresh_s * 1000;
+    ap.rebalance_ms = sw->placed ? sw->rebalance_s * 1000 : 0;
+    ap.throughput = sw->throughput;
+    int rc = shoal_announce_new(id, shoal_node_address(node), shoal_node_model_id(node),
+                                (uint32_t)hp.n_layer, &ap, ann, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "shoal serve: %s\n", err);
+        return rc;
+    }
+    shoal_node_set_announce(node, *ann);
+    return 0;
+}
+
+/* Move to blocks [b0, b1): leave the old span (its sessions move away, up
+ * to grace_s), stop, announce JOINING, open the new span on the same port,
+ * attach and start. 1: moved; 0: a signal came meanwhile (stop cleanly);
+ * -1: the new node failed. */
+static int serve_move(serve_swarm *sw, const shoal_gguf *g, const shoal_identity *id,
+                      shoal_node_params *np, char **adapters, int n_adapters, long grace_s,
+                      const sigset_t *sigs, shoal_announce *ann, shoal_node **node,
+                      uint32_t b0, uint32_t b1)
+{
+    (void)sw;
+    SHOAL_LOG_I("moving from blocks %d:%d to %u:%u", np->block_begin, np->block_end, b0, b1);
+    shoal_node_leave(*node);
+    struct timespec t0, now, tick = {0, 50 * 1000 * 1000};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int sig = sigtimedwait(sigs, NULL, &tick);
+        if (sig == SIGINT || sig == SIGTERM)
+            return 0;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double t = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) * 1e-9;
+        if (shoal_node_sessions(*node) == 0 || t >= (double)grace_s)
+            break;
+    }
+    shoal_node_stop(*node);
+    np->port = shoal_node_port(*node); /* the same address */
+    uint64_t cache = shoal_node_cache_tokens(*node);
+    shoal_node_destroy(node);
+    shoal_announce_publish(ann, b0, b1, SHOAL_RECORD_JOINING, cache, 0, 1000);
+    np->block_begin = (int)b0;
+    np->block_end = (int)b1;
+    int status = 1;
+    char err[512];
+    if (serve_open_node(g, id, np, adapters, n_adapters, node, &status))
+        return -1;
+    shoal_node_set_announce(*node, ann);
+    if (shoal_node_start(*node, err, sizeof err)) {
+        fprintf(stderr, "shoal serve: %s\n", err);
+        return -1;
+    }
+    SHOAL_LOG_I("now serving blocks %u:%u", b0, b1);
+    return 1;
+}
+
 int shoal_cmd_serve(int argc, char **argv)
 {
     enum { O_HOST = 1, O_PUBLIC, O_ADDRFILE, O_WORKERS, O_CACHE, O_MAXSESS, O_MAXLEN,
-           O_MAXBATCH, O_TIMEOUT, O_BUSY, O_LOG, O_ADAPTER, O_GRACE };
+           O_MAXBATCH, O_TIMEOUT, O_BUSY, O_LOG, O_ADAPTER, O_GRACE,
+           O_PEERS, O_NUMBLK, O_BUDGET, O_REBAL, O_TTL, O_REFRESH, O_PDELAY };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},    {"blocks", required_argument, 0, 'b'},
         {"port", required_argument, 0, 'p'},     {"host", required_argument, 0, O_HOST},
@@ -169,6 +370,14 @@ int shoal_cmd_serve(int argc, char **argv)
         {"log-level", required_argument, 0, O_LOG}, {"help", no_argument, 0, 'h'},
         {"adapter", required_argument, 0, O_ADAPTER},
         {"grace", required_argument, 0, O_GRACE},
+        /* the swarm (node/announce.h) */
+        {"initial-peers", required_argument, 0, O_PEERS},
+        {"num-blocks", required_argument, 0, O_NUMBLK},
+        {"memory-budget", required_argument, 0, O_BUDGET},
+        {"rebalance-period", required_argument, 0, O_REBAL},
+        {"record-ttl", required_argument, 0, O_TTL},          /* hidden: tests */
+        {"refresh-period", required_argument, 0, O_REFRESH},  /* hidden: tests */
+        {"placement-delay", required_argument, 0, O_PDELAY},  /* hidden: ms, tests */
         {0, 0, 0, 0},
     };
     shoal_node_params np = shoal_node_params_default();
@@ -178,6 +387,7 @@ int shoal_cmd_serve(int argc, char **argv)
     long grace_s = 5;
     char *adapters[16]; /* "NAME=FILE" (split at '=' below) */
     int n_adapters = 0;
+    serve_swarm sw = {.rebalance_s = 60, .ttl_s = 300, .refresh_s = 60, .delay_ms = 2000};
     long v;
     int c;
     optind = 1;
@@ -218,14 +428,31 @@ int shoal_cmd_serve(int argc, char **argv)
             adapters[n_adapters++] = optarg;
             break;
         case O_GRACE: if (parse_long("--grace", optarg, 0, 3600, &v)) return 2; grace_s = v; break;
+        case O_PEERS: sw.peers_arg = optarg; break;
+        case O_NUMBLK: if (parse_long("--num-blocks", optarg, 1, 1L << 20, &v)) return 2; sw.num_blocks = (int)v; break;
+        case O_BUDGET: if (parse_long("--memory-budget", optarg, 1, 1L << 40, &v)) return 2; sw.budget_mib = v; break;
+        case O_REBAL: if (parse_long("--rebalance-period", optarg, 0, 1L << 20, &v)) return 2; sw.rebalance_s = v; break;
+        case O_TTL: if (parse_long("--record-ttl", optarg, 3, 540, &v)) return 2; sw.ttl_s = v; break;
+        case O_REFRESH: if (parse_long("--refresh-period", optarg, 1, 3600, &v)) return 2; sw.refresh_s = v; break;
+        case O_PDELAY: if (parse_long("--placement-delay", optarg, 0, 600000, &v)) return 2; sw.delay_ms = v; break;
         case 'h': serve_usage(stdout); return 0;
         default: return 2; /* getopt has said what is wrong */
         }
     }
-    if (!model_path || !have_blocks || optind != argc) {
-        fprintf(stderr, "shoal serve: -m MODEL and --blocks A:B are required (see --help)\n");
+    if (!model_path || (!have_blocks && !sw.peers_arg) || optind != argc) {
+        fprintf(stderr, "shoal serve: -m MODEL and --blocks A:B (or --initial-peers, to "
+                        "choose the blocks) are required (see --help)\n");
         return 2;
     }
+    if (have_blocks && (sw.num_blocks || sw.budget_mib)) {
+        fprintf(stderr, "shoal serve: --num-blocks and --memory-budget are for a node "
+                        "without --blocks\n");
+        return 2;
+    }
+    if (sw.peers_arg && serve_parse_peers(&sw))
+        return 2;
+    for (int i = 0; i < n_adapters; i++) /* NAME=FILE -> NAME, FILE */
+        *strchr(adapters[i], '=') = 0;
 
     /* Before any thread exists (ZeroMQ starts some): every thread inherits
      * the mask, so only sigtimedwait() below ever takes these signals. */
@@ -241,6 +468,7 @@ int shoal_cmd_serve(int argc, char **argv)
     shoal_gguf *g = NULL;
     shoal_identity *id = NULL;
     shoal_node *node = NULL;
+    shoal_announce *ann = NULL;
     int rc = shoal_gguf_open(model_path, &g, err, sizeof err);
     if (rc) {
         fprintf(stderr, "shoal serve: %s\n", err);
@@ -248,20 +476,13 @@ int shoal_cmd_serve(int argc, char **argv)
     }
     if (get_identity(id_path, &id))
         goto out;
-    if ((rc = shoal_node_new(g, id, &np, &node, err, sizeof err))) {
-        fprintf(stderr, "shoal serve: %s\n", err);
-        status = rc == SHOAL_ERR_ARG || rc == SHOAL_ERR_RANGE ? 2 : 1;
+    if (sw.peers_arg && !have_blocks && (status = serve_place(&sw, g, &np)) != 0)
         goto out;
-    }
-    for (int i = 0; i < n_adapters; i++) {
-        char *eq = strchr(adapters[i], '=');
-        *eq = 0;
-        if ((rc = shoal_node_add_adapter(node, adapters[i], eq + 1, err, sizeof err))) {
-            fprintf(stderr, "shoal serve: %s\n", err);
-            status = rc == SHOAL_ERR_ARG ? 2 : 1;
-            goto out;
-        }
-    }
+    status = 1;
+    if ((rc = serve_open_node(g, id, &np, adapters, n_adapters, &node, &status)))
+        goto out;
+    if (sw.peers_arg && (rc = serve_announce(&sw, g, id, &np, node, &ann)))
+        goto out;
     if (addr_file && write_atomic(addr_file, shoal_node_address(node))) {
         fprintf(stderr, "shoal serve: cannot write %s: %s\n", addr_file, strerror(errno));
         goto out;
@@ -295,6 +516,15 @@ int shoal_cmd_serve(int argc, char **argv)
             SHOAL_LOG_E("the node stopped on its own");
             break;
         }
+        uint32_t mb, me; /* >>> rebalancing: node/announce.h */
+        if (ann && !leaving && shoal_announce_move_wanted(ann, &mb, &me)) {
+            int r = serve_move(&sw, g, id, &np, adapters, n_adapters, grace_s, &sigs, ann,
+                               &node, mb, me);
+            if (r == 1)
+                continue;
+            status = r == 0 ? 0 : 1;
+            break;
+        } /* <<< rebalancing */
         if (leaving) {
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
@@ -309,9 +539,12 @@ int shoal_cmd_serve(int argc, char **argv)
         }
     }
     shoal_node_stop(node);
+    if (ann)
+        shoal_announce_leave(ann, 2000); /* OFFLINE records for our span */
     SHOAL_LOG_I("stopped");
 out:
     shoal_node_destroy(&node);
+    shoal_announce_destroy(&ann);
     shoal_identity_destroy(&id);
     shoal_gguf_close(&g);
     return status;

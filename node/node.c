@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "kernels/err.h"
+#include "node/announce.h"
 #include "node/node_impl.h"
 #include "node/push.h"
 #include "node/train.h"
@@ -482,6 +483,13 @@ static void io_request(shoal_node *n, shoal_transport_msg *m)
         return;
     }
     case SHOAL_OP_INFO: io_info(n, &m->frame[0], &req); return;
+    case SHOAL_OP_FIND_NODE: /* >>> DHT: node/announce.h */
+    case SHOAL_OP_FIND_VALUE:
+    case SHOAL_OP_STORE:
+        if (node_announce_request(n, &m->frame[0], &req))
+            io_error(n, &m->frame[0], req.request_id, SHOAL_ERR_UNSUPPORTED,
+                     "this node runs no DHT (start it with --initial-peers)");
+        return; /* <<< DHT */
     case SHOAL_OP_SESSION_OPEN: io_open(n, m, &req); return;
     case SHOAL_OP_FORWARD:
     case SHOAL_OP_SESSION_STEP:
@@ -543,14 +551,19 @@ static void *io_main(void *arg)
             leaving = 1;
             io_pending(n, 1);
         }
-        zmq_pollitem_t items[3 + NODE_PUSH_LINKS] = {
+        zmq_pollitem_t items[3 + NODE_PUSH_LINKS + NODE_ANNOUNCE_POLL_MAX] = {
             {n->router, 0, stopping ? 0 : ZMQ_POLLIN, 0},
             {n->pull, 0, ZMQ_POLLIN, 0},
             {n->zap, 0, ZMQ_POLLIN, 0},
         };
         int npush = node_push_poll_items(n, items + 3, NODE_PUSH_LINKS); /* forwarding */
-        int r = zmq_poll(items, 3 + npush,
-                         n->npending || stopping ? IO_BUSY_POLL_MS : IO_POLL_MS);
+        /* >>> DHT: node/announce.h */
+        zmq_pollitem_t *dht_items = items + 3 + npush;
+        size_t ndht = node_announce_poll_items(n, dht_items, NODE_ANNOUNCE_POLL_MAX);
+        long poll_ms = node_announce_timeout(n, n->npending || stopping ? IO_BUSY_POLL_MS
+                                                                        : IO_POLL_MS);
+        int r = zmq_poll(items, 3 + npush + (int)ndht, poll_ms);
+        /* <<< DHT */
         if (r < 0) {
             if (errno != EINTR && !stopping) {
                 /* the sockets are unusable: stop as if asked, without input */
@@ -566,6 +579,8 @@ static void *io_main(void *arg)
             }
         if (r > 0 && npush)
             node_push_service(n, items + 3, npush);
+        if (r >= 0) /* DHT replies, timers, announcing: node/announce.h */
+            node_announce_service(n, dht_items, r > 0 ? ndht : 0);
         int freed = r > 0 && (items[1].revents & ZMQ_POLLIN) ? io_drain_replies(n) : 0;
         if (r > 0 && (items[0].revents & ZMQ_POLLIN)) {
             for (int i = 0; i < IO_BATCH; i++) {

@@ -140,6 +140,10 @@ struct shoal_node {
     struct node_push_table *push_table; /* outgoing pushes: I/O thread only */
     /* <<< */
 
+    /* >>> DHT (node/announce.h): I/O thread only while running */
+    struct shoal_announce *announce;
+    /* <<< */
+
     node_job *pending[NODE_MAX_PENDING]; /* I/O thread only */
     int npending;
 

@@ -67,10 +67,10 @@ static int ref_lookup(char *s)
 static shoal_tokenizer *build_bpe(const char *pre)
 {
     static const char *const pieces[] = {"\xC4\xA0t", "he", "\xC4\xA0the", "in", "ing",
-                                         "\xC4\xA0" "a", "an", "and", "\xC4\xA0" "and", "er"};
+                                         "\xC4\xA0\x61", "an", "and", "\xC4\xA0\x61nd", "er"};
     static const char *const merges[] = {"\xC4\xA0 t", "h e", "\xC4\xA0t he", "i n",
                                          "in g", "\xC4\xA0 a", "a n", "an d",
-                                         "\xC4\xA0" "a nd", "e r", "n d"};
+                                         "\xC4\xA0\x61 nd", "e r", "n d"};
     static char chars[256][5];
     const char *toks[256 + 10];
     int next = 256;

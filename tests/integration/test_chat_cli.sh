@@ -86,9 +86,15 @@ printf 'hello\n' | timeout 60 "$SHOAL" chat -m "$model" -sys "A story." --temp 0
   >"$tmp/o" 2>"$tmp/e" && [ "$(wc -l <"$tmp/o")" -eq 1 ] && ok || { bad "-sys run failed"; cat "$tmp/e"; }
 
 # --- through a loopback swarm ----------------------------------------------------
+# a DHT bootstrap node, which the nodes join (for --initial-peers below)
+"$SHOAL" bootstrap --port 0 --host 127.0.0.1 --address-file "$tmp/boot.addr" \
+  >/dev/null 2>"$tmp/boot.log" &
+pids+=($!)
+for i in $(seq 100); do [ -s "$tmp/boot.addr" ] && break; sleep 0.1; done
+boot=$(cat "$tmp/boot.addr")
 start_node() {
   "$SHOAL" serve -m "$model" --blocks "$2" --port 0 --host 127.0.0.1 \
-    --address-file "$tmp/$1.addr" --identity "$tmp/$1.id" -t 1 \
+    --address-file "$tmp/$1.addr" --identity "$tmp/$1.id" -t 1 --initial-peers "$boot" \
     >"$tmp/$1.out" 2>"$tmp/$1.log" &
   pids+=($!)
 }
@@ -115,8 +121,8 @@ rc=$?
 grep -q '^chain: 2 hops, codec f32: 0:3 .*, 3:5 ' "$tmp/err" && ok || { bad "no 2-hop chain line"; cat "$tmp/err"; }
 mapfile -t fed < <(sed -n 's/^prompt: \([0-9]*\) tokens.*/\1/p' "$tmp/err")
 [ "${fed[1]:-}" = "4" ] && ok || bad "remote second turn fed ${fed[1]:-?} tokens, want 4"
-# --initial-peers means the same list for now
-printf '%s\n' "$prompt" | timeout 60 "$SHOAL" chat -m "$model" --initial-peers "$peers" \
+# --initial-peers: the nodes found through the DHT give the same reply
+printf '%s\n' "$prompt" | timeout 60 "$SHOAL" chat -m "$model" --initial-peers "$boot" \
   --temp 0 -n 60 -t 1 >"$tmp/out" 2>"$tmp/err"
 [ "$(cat "$tmp/out")" = "$expect" ] && ok || { bad "--initial-peers reply differs"; cat "$tmp/err"; }
 

@@ -373,8 +373,35 @@ static void test_list(void)
     shoal_route_cands_fini(&l);
 }
 
+/* With an adapter asked for, only nodes that list it are used. */
+static void test_adapter(void)
+{
+    shoal_route_want w = want_for(4);
+    shoal_route_cands l;
+    shoal_route_cands_init(&l);
+    add(&l, &w, 1, 0, 4, 100);   /* the whole model, no adapters */
+    add(&l, &w, 2, 0, 2, 100);
+    add(&l, &w, 3, 2, 4, 100);
+    snprintf(l.v[1].info.adapters, sizeof l.v[1].info.adapters, "zib,poems");
+    snprintf(l.v[2].info.adapters, sizeof l.v[2].info.adapters, "poem,zib");
+    shoal_route_hop h[64];
+    size_t nh = 0;
+    char err[512];
+    CHECK(plan(&l, &w, h, &nh, err, sizeof err) == 0 && nh == 1 && h[0].cand == 0);
+    w.adapter = "zib";
+    CHECK(plan(&l, &w, h, &nh, err, sizeof err) == 0 && nh == 2 && h[0].cand == 1 &&
+          h[1].cand == 2);
+    w.adapter = "poem"; /* a prefix of "poems" on node 2 does not count */
+    CHECK(plan(&l, &w, h, &nh, err, sizeof err) != 0);
+    CHECK_MSG(strstr(err, "adapter") != NULL, "error does not name the adapter: %s", err);
+    w.adapter = "";
+    CHECK(plan(&l, &w, h, &nh, err, sizeof err) == 0 && nh == 1);
+    shoal_route_cands_fini(&l);
+}
+
 int main(void)
 {
+    test_adapter();
     test_single_and_three();
     test_overlap_and_redundant();
     test_ties();
