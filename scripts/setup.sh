@@ -14,8 +14,9 @@ packages=(build-essential cmake pkg-config libsodium-dev libzmq3-dev libmsgpack-
           curl tmux)
 # Used by the integration tests when present (they skip those checks
 # otherwise): node and npm run the official `openai` package against `shoal
-# api`, promtool (package prometheus) checks /metrics.
-optional=(nodejs prometheus)
+# api`, promtool (package prometheus) checks /metrics, clang builds the
+# libFuzzer targets (scripts/fuzz.sh).
+optional=(nodejs prometheus clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
