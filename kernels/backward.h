@@ -52,16 +52,6 @@
 #include "kernels/pool.h"
 
 /* The seven projections of a block, in GGUF order. */
-typedef enum shoal_proj {
-    SHOAL_PROJ_Q = 0,    /* attn_q      (H*hd, dim) */
-    SHOAL_PROJ_K = 1,    /* attn_k      (Hkv*hd, dim) */
-    SHOAL_PROJ_V = 2,    /* attn_v      (Hkv*hd, dim) */
-    SHOAL_PROJ_O = 3,    /* attn_output (dim, H*hd) */
-    SHOAL_PROJ_GATE = 4, /* ffn_gate    (ffn, dim) */
-    SHOAL_PROJ_UP = 5,   /* ffn_up      (ffn, dim) */
-    SHOAL_PROJ_DOWN = 6, /* ffn_down    (dim, ffn) */
-    SHOAL_PROJ__COUNT = 7
-} shoal_proj;
 
 #define SHOAL_PROJ_ALL ((1u << SHOAL_PROJ__COUNT) - 1)
 
@@ -154,20 +144,6 @@ void shoal_op_lora_backward(const shoal_lora_view *l, int T, int in, int out, co
                             const float *u, const float *dy, float *du, float *dx);
 
 /* ---- weights of a span for training -------------------------------------- */
-
-/* One block's frozen weights (views; norms as f32). */
-typedef struct shoal_block_w {
-    const float *attn_norm;            /* (dim) */
-    const float *ffn_norm;             /* (dim) */
-    shoal_mat w[SHOAL_PROJ__COUNT];    /* indexed by shoal_proj; shapes above */
-} shoal_block_w;
-
-/* The head and the embedding (views; out_norm as f32). */
-typedef struct shoal_head_w {
-    const float *out_norm;  /* (dim) */
-    shoal_mat out;          /* (n_vocab, dim) */
-    shoal_mat embd;         /* (n_vocab, dim) */
-} shoal_head_w;
 
 typedef struct shoal_train_w shoal_train_w;
 

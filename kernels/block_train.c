@@ -14,15 +14,11 @@
  * between the two calls), then walks the same list in reverse. Every
  * buffer lives in shoal_train, sized for max_T tokens at creation.
  *
- * The weight views are loaded here rather than taken from a shoal_model
- * (whose block weights are private to model.c); loading repeats
- * model.c's checks and costs only pointers into the same mapping plus
- * f32 copies of the norm vectors.
+ * The weight views are a shoal_model's (kernels/model.h).
  */
 #include "kernels/backward.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,65 +31,12 @@
 
 /* ---- weights ------------------------------------------------------------- */
 
+/* The weights are a shoal_model's (same checks, same views into the
+ * mapping); training only adds the part flags it was opened with. */
 struct shoal_train_w {
-    shoal_hparams hp;
-    int b0, b1;
-    shoal_block_w *blocks;   /* b1 - b0 */
-    float *norms;            /* 2 * dim per block, then dim for the head */
-    shoal_head_w head;
+    shoal_model *m;
     bool has_head, has_embd;
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static int load_mat(const shoal_gguf *g, const char *name, int64_t k, int64_t n, shoal_mat *m,
-                    char *err, size_t errlen)
-{
-    int64_t i = shoal_gguf_find_tensor(g, name);
-    if (i < 0) {
-        set_err(err, errlen, "tensor %s missing", name);
-        return SHOAL_ERR_FORMAT;
-    }
-    const shoal_gguf_tensor *t = shoal_gguf_tensor_at(g, i);
-    if (t->n_dims != 2 || t->ne[0] != k || t->ne[1] != n) {
-        set_err(err, errlen, "tensor %s has shape [%lld, %lld], expected [%lld, %lld]", name,
-                (long long)t->ne[0], (long long)t->ne[1], (long long)k, (long long)n);
-        return SHOAL_ERR_FORMAT;
-    }
-    m->type = t->type;
-    m->k = k;
-    m->n = n;
-    m->data = shoal_gguf_tensor_data(g, i);
-    return 0;
-}
-
-static int load_vec(const shoal_gguf *g, const char *name, int64_t n, float *out, char *err,
-                    size_t errlen)
-{
-    int64_t i = shoal_gguf_find_tensor(g, name);
-    if (i < 0) {
-        set_err(err, errlen, "tensor %s missing", name);
-        return SHOAL_ERR_FORMAT;
-    }
-    const shoal_gguf_tensor *t = shoal_gguf_tensor_at(g, i);
-    if (t->n_dims != 1 || t->ne[0] != n || shoal_type_row_bytes(t->type, n) == 0) {
-        set_err(err, errlen, "tensor %s has the wrong shape or type", name);
-        return SHOAL_ERR_FORMAT;
-    }
-    shoal_dequantize_row(t->type, shoal_gguf_tensor_data(g, i), out, n);
-    return 0;
-}
 
 int shoal_train_w_open(const shoal_gguf *g, int b0, int b1, unsigned parts,
                        shoal_train_w **out, char *err, size_t errlen)
@@ -101,109 +44,50 @@ int shoal_train_w_open(const shoal_gguf *g, int b0, int b1, unsigned parts,
     *out = NULL;
     shoal_train_w *w = calloc(1, sizeof *w);
     if (!w) {
-        set_err(err, errlen, "out of memory");
+        if (err && errlen)
+            snprintf(err, errlen, "out of memory");
         return SHOAL_ERR_NOMEM;
     }
-    int rc = shoal_hparams_read(g, &w->hp, err, errlen);
-    if (rc)
-        goto err;
-    const shoal_hparams *hp = &w->hp;
-    if (b0 < 0 || b1 < b0 || b1 > hp->n_layer) {
-        set_err(err, errlen, "blocks %d:%d are outside the model's 0:%d", b0, b1, hp->n_layer);
-        rc = SHOAL_ERR_RANGE;
-        goto err;
+    int rc = shoal_model_open(g, b0, b1, parts, &w->m, err, errlen);
+    if (rc) {
+        free(w);
+        return rc;
     }
-    w->b0 = b0;
-    w->b1 = b1;
-    const int64_t dim = hp->dim;
-    w->norms = malloc(sizeof(float) * (size_t)dim * (2 * (size_t)(b1 - b0) + 1));
-    w->blocks = calloc((size_t)(b1 - b0) + 1, sizeof *w->blocks);
-    if (!w->norms || !w->blocks) {
-        set_err(err, errlen, "out of memory");
-        rc = SHOAL_ERR_NOMEM;
-        goto err;
-    }
-    for (int l = b0; l < b1; l++) {
-        shoal_block_w *b = &w->blocks[l - b0];
-        float *an = w->norms + (size_t)(l - b0) * 2 * dim, *fn = an + dim;
-        char name[96];
-        for (int p = 0; p < SHOAL_PROJ__COUNT; p++) {
-            int in, o;
-            shoal_proj_dims(hp, p, &in, &o);
-            snprintf(name, sizeof name, "blk.%d.%s.weight", l, shoal_proj_name(p));
-            if ((rc = load_mat(g, name, in, o, &b->w[p], err, errlen)))
-                goto err;
-        }
-        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
-        if ((rc = load_vec(g, name, dim, an, err, errlen)))
-            goto err;
-        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
-        if ((rc = load_vec(g, name, dim, fn, err, errlen)))
-            goto err;
-        b->attn_norm = an;
-        b->ffn_norm = fn;
-    }
-    if (parts & SHOAL_PART_EMBED) {
-        if ((rc = load_mat(g, "token_embd.weight", dim, hp->n_vocab, &w->head.embd, err, errlen)))
-            goto err;
-        w->has_embd = true;
-    }
-    if (parts & SHOAL_PART_HEAD) {
-        float *on = w->norms + (size_t)(b1 - b0) * 2 * dim;
-        if ((rc = load_vec(g, "output_norm.weight", dim, on, err, errlen)))
-            goto err;
-        const char *name = shoal_gguf_find_tensor(g, "output.weight") >= 0 ? "output.weight"
-                                                                          : "token_embd.weight";
-        if ((rc = load_mat(g, name, dim, hp->n_vocab, &w->head.out, err, errlen)))
-            goto err;
-        w->head.out_norm = on;
-        w->has_head = true;
-    }
+    w->has_embd = (parts & SHOAL_PART_EMBED) != 0;
+    w->has_head = (parts & SHOAL_PART_HEAD) != 0;
     *out = w;
     return 0;
-err:
-    shoal_train_w_destroy(&w);
-    return rc;
 }
 
 void shoal_train_w_destroy(shoal_train_w **wp)
 {
     if (!wp || !*wp)
         return;
-    free((*wp)->blocks);
-    free((*wp)->norms);
+    shoal_model_destroy(&(*wp)->m);
     free(*wp);
     *wp = NULL;
 }
 
-const shoal_hparams *shoal_train_w_hparams(const shoal_train_w *w) { return &w->hp; }
+const shoal_hparams *shoal_train_w_hparams(const shoal_train_w *w)
+{
+    return shoal_model_hparams(w->m);
+}
 
 const shoal_block_w *shoal_train_w_block(const shoal_train_w *w, int layer)
 {
-    if (layer < w->b0 || layer >= w->b1)
-        return NULL;
-    return &w->blocks[layer - w->b0];
+    return shoal_model_block(w->m, layer);
 }
 
 const shoal_head_w *shoal_train_w_head(const shoal_train_w *w)
 {
-    return w->has_head || w->has_embd ? &w->head : NULL;
+    return w->has_head || w->has_embd ? shoal_model_head(w->m) : NULL;
 }
 
 int shoal_train_w_embed(const shoal_train_w *w, const int32_t *tokens, int T, float *x)
 {
     if (!w->has_embd || T < 0)
         return SHOAL_ERR_ARG;
-    const int dim = w->hp.dim;
-    for (int t = 0; t < T; t++)
-        if (tokens[t] < 0 || tokens[t] >= w->hp.n_vocab)
-            return SHOAL_ERR_RANGE;
-    size_t row = shoal_type_row_bytes(w->head.embd.type, dim);
-    for (int t = 0; t < T; t++)
-        shoal_dequantize_row(w->head.embd.type,
-                             (const char *)w->head.embd.data + (size_t)tokens[t] * row,
-                             x + (size_t)t * dim, dim);
-    return 0;
+    return shoal_model_embed(w->m, tokens, T, x);
 }
 
 /* ---- train context -------------------------------------------------------- */

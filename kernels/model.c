@@ -32,15 +32,9 @@
 #define MAX_VOCAB (1 << 22)
 
 typedef struct block_weights {
-    float *attn_norm;   /* (dim) */
-    float *ffn_norm;    /* (dim) */
-    shoal_mat wq;       /* (H*hd, dim) */
-    shoal_mat wk;       /* (Hkv*hd, dim) */
-    shoal_mat wv;       /* (Hkv*hd, dim) */
-    shoal_mat wo;       /* (dim, H*hd) */
-    shoal_mat w_gate;   /* (ffn, dim) */
-    shoal_mat w_up;     /* (ffn, dim) */
-    shoal_mat w_down;   /* (dim, ffn) */
+    shoal_block_w v;     /* the public view; norms point at the copies below */
+    float *attn_norm;    /* (dim), owned */
+    float *ffn_norm;     /* (dim), owned */
 } block_weights;
 
 struct shoal_model {
@@ -49,9 +43,8 @@ struct shoal_model {
     int b0, b1;
     unsigned parts;
     block_weights *blocks;  /* b1 - b0 */
-    shoal_mat embd;         /* (n_vocab, dim) rows */
-    float *out_norm;        /* (dim) */
-    shoal_mat out;          /* (n_vocab, dim) */
+    shoal_head_w head;      /* embd (n_vocab, dim) rows, out_norm, out */
+    float *out_norm;        /* (dim), owned; head.out_norm points here */
 };
 
 struct shoal_kv {
@@ -289,35 +282,35 @@ int shoal_model_open(const shoal_gguf *g, int block_begin, int block_end, unsign
     for (int l = block_begin; l < block_end; l++) {
         block_weights *b = &m->blocks[l - block_begin];
         char name[96];
-#define MAT(field, suffix, k, n)                                              \
-    snprintf(name, sizeof name, "blk.%d." suffix ".weight", l);               \
-    if ((rc = load_mat(g, name, k, n, &b->field, err, errlen)))               \
-        goto err;
-        MAT(wq, "attn_q", dim, qdim)
-        MAT(wk, "attn_k", dim, kvdim)
-        MAT(wv, "attn_v", dim, kvdim)
-        MAT(wo, "attn_output", qdim, dim)
-        MAT(w_gate, "ffn_gate", dim, hp->ffn)
-        MAT(w_up, "ffn_up", dim, hp->ffn)
-        MAT(w_down, "ffn_down", hp->ffn, dim)
-#undef MAT
+        static const char *const proj_names[SHOAL_PROJ__COUNT] = {
+            "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+        const int64_t ins[SHOAL_PROJ__COUNT] = {dim, dim, dim, qdim, dim, dim, hp->ffn};
+        const int64_t outs[SHOAL_PROJ__COUNT] = {qdim, kvdim, kvdim, dim, hp->ffn, hp->ffn, dim};
+        for (int p = 0; p < SHOAL_PROJ__COUNT; p++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, proj_names[p]);
+            if ((rc = load_mat(g, name, ins[p], outs[p], &b->v.w[p], err, errlen)))
+                goto err;
+        }
         snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
         if ((rc = load_vec(g, name, dim, &b->attn_norm, err, errlen)))
             goto err;
         snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
         if ((rc = load_vec(g, name, dim, &b->ffn_norm, err, errlen)))
             goto err;
+        b->v.attn_norm = b->attn_norm;
+        b->v.ffn_norm = b->ffn_norm;
     }
     if ((parts & SHOAL_PART_EMBED) &&
-        (rc = load_mat(g, "token_embd.weight", dim, hp->n_vocab, &m->embd, err, errlen)))
+        (rc = load_mat(g, "token_embd.weight", dim, hp->n_vocab, &m->head.embd, err, errlen)))
         goto err;
     if (parts & SHOAL_PART_HEAD) {
         if ((rc = load_vec(g, "output_norm.weight", dim, &m->out_norm, err, errlen)))
             goto err;
         const char *head = shoal_gguf_find_tensor(g, "output.weight") >= 0 ? "output.weight"
                                                                           : "token_embd.weight";
-        if ((rc = load_mat(g, head, dim, hp->n_vocab, &m->out, err, errlen)))
+        if ((rc = load_mat(g, head, dim, hp->n_vocab, &m->head.out, err, errlen)))
             goto err;
+        m->head.out_norm = m->out_norm;
     }
     *out = m;
     return 0;
@@ -345,6 +338,15 @@ void shoal_model_destroy(shoal_model **mp)
 
 const shoal_hparams *shoal_model_hparams(const shoal_model *m) { return &m->hp; }
 int shoal_model_block_begin(const shoal_model *m) { return m->b0; }
+
+const shoal_block_w *shoal_model_block(const shoal_model *m, int layer)
+{
+    if (layer < m->b0 || layer >= m->b1)
+        return NULL;
+    return &m->blocks[layer - m->b0].v;
+}
+
+const shoal_head_w *shoal_model_head(const shoal_model *m) { return &m->head; }
 int shoal_model_block_end(const shoal_model *m) { return m->b1; }
 
 static uint64_t mat_bytes(const shoal_mat *w)
@@ -355,10 +357,10 @@ static uint64_t mat_bytes(const shoal_mat *w)
 int shoal_model_weight_type(const shoal_model *m)
 {
     if (m->b1 > m->b0)
-        return m->blocks[0].w_gate.type;
-    if (m->out.data)
-        return m->out.type;
-    return m->embd.data ? m->embd.type : SHOAL_TYPE_F32;
+        return m->blocks[0].v.w[SHOAL_PROJ_GATE].type;
+    if (m->head.out.data)
+        return m->head.out.type;
+    return m->head.embd.data ? m->head.embd.type : SHOAL_TYPE_F32;
 }
 
 uint64_t shoal_model_weight_bytes(const shoal_model *m)
@@ -366,10 +368,10 @@ uint64_t shoal_model_weight_bytes(const shoal_model *m)
     uint64_t sum = 0;
     for (int l = 0; l < m->b1 - m->b0; l++) {
         const block_weights *b = &m->blocks[l];
-        sum += mat_bytes(&b->wq) + mat_bytes(&b->wk) + mat_bytes(&b->wv) + mat_bytes(&b->wo) +
-               mat_bytes(&b->w_gate) + mat_bytes(&b->w_up) + mat_bytes(&b->w_down);
+        for (int p = 0; p < SHOAL_PROJ__COUNT; p++)
+            sum += mat_bytes(&b->v.w[p]);
     }
-    return sum + mat_bytes(&m->out);
+    return sum + mat_bytes(&m->head.out);
 }
 
 /* ---- KV cache ---------------------------------------------------------- */
@@ -436,14 +438,13 @@ static size_t act_need(const shoal_model *m, int max_batch)
     size_t need = 0;
     for (int l = 0; l < m->b1 - m->b0; l++) {
         const block_weights *b = &m->blocks[l];
-        const shoal_mat *ms[] = {&b->wq, &b->wk, &b->wv, &b->wo, &b->w_gate, &b->w_up, &b->w_down};
-        for (int i = 0; i < 7; i++) {
-            size_t s = shoal_act_bytes(ms[i]->type, ms[i]->k, max_batch);
+        for (int i = 0; i < SHOAL_PROJ__COUNT; i++) {
+            size_t s = shoal_act_bytes(b->v.w[i].type, b->v.w[i].k, max_batch);
             need = s > need ? s : need;
         }
     }
-    if (m->out.data) {
-        size_t s = shoal_act_bytes(m->out.type, m->out.k, max_batch);
+    if (m->head.out.data) {
+        size_t s = shoal_act_bytes(m->head.out.type, m->head.out.k, max_batch);
         need = s > need ? s : need;
     }
     return need;
@@ -510,15 +511,19 @@ int shoal_fwd_max_batch(const shoal_fwd *f) { return f->max_batch; }
 
 int shoal_fwd_embed(shoal_fwd *f, const int32_t *tokens, int n, float *x)
 {
-    const shoal_model *m = f->m;
-    if (!m->embd.data)
+    return shoal_model_embed(f->m, tokens, n, x);
+}
+
+int shoal_model_embed(const shoal_model *m, const int32_t *tokens, int n, float *x)
+{
+    if (!m->head.embd.data)
         return SHOAL_ERR_ARG;
-    size_t row = shoal_type_row_bytes(m->embd.type, m->embd.k);
+    size_t row = shoal_type_row_bytes(m->head.embd.type, m->head.embd.k);
     for (int t = 0; t < n; t++)
         if (tokens[t] < 0 || tokens[t] >= m->hp.n_vocab)
             return SHOAL_ERR_RANGE;
     for (int t = 0; t < n; t++)
-        shoal_dequantize_row(m->embd.type, (const char *)m->embd.data + (size_t)tokens[t] * row,
+        shoal_dequantize_row(m->head.embd.type, (const char *)m->head.embd.data + (size_t)tokens[t] * row,
                              x + (size_t)t * m->hp.dim, m->hp.dim);
     return 0;
 }
@@ -670,7 +675,6 @@ static void attn_task(void *ctx, int ith, int nth)
 
 /* ---- LoRA at inference -------------------------------------------------- */
 
-enum { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA__COUNT };
 
 int shoal_fwd_set_lora(shoal_fwd *f, const shoal_fwd_lora *lora, int b0, int b1)
 {
@@ -683,8 +687,8 @@ int shoal_fwd_set_lora(shoal_fwd *f, const shoal_fwd_lora *lora, int b0, int b1)
         return SHOAL_ERR_ARG;
     int max_rank = 0;
     for (int l = m->b0; l < m->b1; l++)
-        for (int p = 0; p < LORA__COUNT; p++) {
-            const shoal_fwd_lora *x = &lora[(size_t)(l - b0) * LORA__COUNT + (size_t)p];
+        for (int p = 0; p < SHOAL_PROJ__COUNT; p++) {
+            const shoal_fwd_lora *x = &lora[(size_t)(l - b0) * SHOAL_PROJ__COUNT + (size_t)p];
             if (x->rank < 0 || x->rank > MAX_DIM || (x->rank > 0 && (!x->a || !x->b)))
                 return SHOAL_ERR_ARG;
             max_rank = x->rank > max_rank ? x->rank : max_rank;
@@ -708,7 +712,7 @@ static void fwd_lora(shoal_fwd *f, int l, int p, const float *x, int in, int n, 
     if (!f->lora)
         return;
     const shoal_fwd_lora *lo =
-        &f->lora[(size_t)(f->m->b0 + l - f->lora_b0) * LORA__COUNT + (size_t)p];
+        &f->lora[(size_t)(f->m->b0 + l - f->lora_b0) * SHOAL_PROJ__COUNT + (size_t)p];
     const int r = lo->rank;
     if (r == 0)
         return;
@@ -741,12 +745,12 @@ int shoal_fwd_blocks(shoal_fwd *f, shoal_kv *kv, int pos, int n, float *x)
         int prepared_type = -1;
         for (int t = 0; t < n; t++)
             rmsnorm(f->xb + (size_t)t * dim, x + (size_t)t * dim, b->attn_norm, dim, hp->rms_eps);
-        fwd_matmul(f, &b->wq, f->xb, n, f->q, &prepared, &prepared_type);
-        fwd_matmul(f, &b->wk, f->xb, n, f->k, &prepared, &prepared_type);
-        fwd_matmul(f, &b->wv, f->xb, n, f->v, &prepared, &prepared_type);
-        fwd_lora(f, l, LORA_Q, f->xb, dim, n, f->q, qdim);
-        fwd_lora(f, l, LORA_K, f->xb, dim, n, f->k, kvdim);
-        fwd_lora(f, l, LORA_V, f->xb, dim, n, f->v, kvdim);
+        fwd_matmul(f, &b->v.w[SHOAL_PROJ_Q], f->xb, n, f->q, &prepared, &prepared_type);
+        fwd_matmul(f, &b->v.w[SHOAL_PROJ_K], f->xb, n, f->k, &prepared, &prepared_type);
+        fwd_matmul(f, &b->v.w[SHOAL_PROJ_V], f->xb, n, f->v, &prepared, &prepared_type);
+        fwd_lora(f, l, SHOAL_PROJ_Q, f->xb, dim, n, f->q, qdim);
+        fwd_lora(f, l, SHOAL_PROJ_K, f->xb, dim, n, f->k, kvdim);
+        fwd_lora(f, l, SHOAL_PROJ_V, f->xb, dim, n, f->v, kvdim);
         for (int t = 0; t < n; t++) {
             rope_apply(f, f->q + (size_t)t * qdim, hp->n_head, t);
             rope_apply(f, f->k + (size_t)t * kvdim, hp->n_head_kv, t);
@@ -755,24 +759,24 @@ int shoal_fwd_blocks(shoal_fwd *f, shoal_kv *kv, int pos, int n, float *x)
         }
         attn_job aj = {f, kv, l, pos, n};
         shoal_pool_run(f->pool, attn_task, &aj);
-        fwd_matmul(f, &b->wo, f->att, n, f->tmp, &prepared, &prepared_type);
-        fwd_lora(f, l, LORA_O, f->att, qdim, n, f->tmp, dim);
+        fwd_matmul(f, &b->v.w[SHOAL_PROJ_O], f->att, n, f->tmp, &prepared, &prepared_type);
+        fwd_lora(f, l, SHOAL_PROJ_O, f->att, qdim, n, f->tmp, dim);
         for (size_t i = 0; i < (size_t)n * dim; i++)
             x[i] += f->tmp[i];
         for (int t = 0; t < n; t++)
             rmsnorm(f->xb + (size_t)t * dim, x + (size_t)t * dim, b->ffn_norm, dim, hp->rms_eps);
         prepared = NULL; /* xb was rewritten */
-        fwd_matmul(f, &b->w_gate, f->xb, n, f->hb, &prepared, &prepared_type);
-        fwd_matmul(f, &b->w_up, f->xb, n, f->hb2, &prepared, &prepared_type);
-        fwd_lora(f, l, LORA_GATE, f->xb, dim, n, f->hb, ffn);
-        fwd_lora(f, l, LORA_UP, f->xb, dim, n, f->hb2, ffn);
+        fwd_matmul(f, &b->v.w[SHOAL_PROJ_GATE], f->xb, n, f->hb, &prepared, &prepared_type);
+        fwd_matmul(f, &b->v.w[SHOAL_PROJ_UP], f->xb, n, f->hb2, &prepared, &prepared_type);
+        fwd_lora(f, l, SHOAL_PROJ_GATE, f->xb, dim, n, f->hb, ffn);
+        fwd_lora(f, l, SHOAL_PROJ_UP, f->xb, dim, n, f->hb2, ffn);
         for (size_t i = 0; i < (size_t)n * ffn; i++) {
             float g = f->hb[i];
             g *= 1.0f / (1.0f + expf(-g));
             f->hb[i] = g * f->hb2[i];
         }
-        fwd_matmul(f, &b->w_down, f->hb, n, f->tmp, &prepared, &prepared_type);
-        fwd_lora(f, l, LORA_DOWN, f->hb, ffn, n, f->tmp, dim);
+        fwd_matmul(f, &b->v.w[SHOAL_PROJ_DOWN], f->hb, n, f->tmp, &prepared, &prepared_type);
+        fwd_lora(f, l, SHOAL_PROJ_DOWN, f->hb, ffn, n, f->tmp, dim);
         for (size_t i = 0; i < (size_t)n * dim; i++)
             x[i] += f->tmp[i];
     }
@@ -783,7 +787,7 @@ int shoal_fwd_blocks(shoal_fwd *f, shoal_kv *kv, int pos, int n, float *x)
 int shoal_fwd_head(shoal_fwd *f, const float *x, int n, float *logits)
 {
     const shoal_model *m = f->m;
-    if (!m->out.data)
+    if (!m->head.out.data)
         return SHOAL_ERR_ARG;
     if (n < 1 || n > f->max_batch)
         return SHOAL_ERR_ARG;
@@ -792,6 +796,6 @@ int shoal_fwd_head(shoal_fwd *f, const float *x, int n, float *logits)
         rmsnorm(f->xb + (size_t)t * dim, x + (size_t)t * dim, m->out_norm, dim, m->hp.rms_eps);
     const float *prepared = NULL;
     int prepared_type = -1;
-    fwd_matmul(f, &m->out, f->xb, n, logits, &prepared, &prepared_type);
+    fwd_matmul(f, &m->head.out, f->xb, n, logits, &prepared, &prepared_type);
     return 0;
 }

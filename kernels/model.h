@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "kernels/gguf.h"
+#include "kernels/matmul.h"
 
 typedef struct shoal_hparams {
     int n_vocab;
@@ -56,6 +57,33 @@ enum {
 
 typedef struct shoal_model shoal_model;
 
+/* The seven projections of a block, in GGUF order. */
+typedef enum shoal_proj {
+    SHOAL_PROJ_Q = 0,    /* attn_q      (H*hd, dim) */
+    SHOAL_PROJ_K = 1,    /* attn_k      (Hkv*hd, dim) */
+    SHOAL_PROJ_V = 2,    /* attn_v      (Hkv*hd, dim) */
+    SHOAL_PROJ_O = 3,    /* attn_output (dim, H*hd) */
+    SHOAL_PROJ_GATE = 4, /* ffn_gate    (ffn, dim) */
+    SHOAL_PROJ_UP = 5,   /* ffn_up      (ffn, dim) */
+    SHOAL_PROJ_DOWN = 6, /* ffn_down    (dim, ffn) */
+    SHOAL_PROJ__COUNT = 7
+} shoal_proj;
+
+/* One block's frozen weights (views into the mapping; norms as f32). */
+typedef struct shoal_block_w {
+    const float *attn_norm;            /* (dim) */
+    const float *ffn_norm;             /* (dim) */
+    shoal_mat w[SHOAL_PROJ__COUNT];    /* indexed by shoal_proj */
+} shoal_block_w;
+
+/* The head and the embedding (views; out_norm as f32). A part that was not
+ * opened has data == NULL. */
+typedef struct shoal_head_w {
+    const float *out_norm;  /* (dim) */
+    shoal_mat out;          /* (n_vocab, dim) */
+    shoal_mat embd;         /* (n_vocab, dim) */
+} shoal_head_w;
+
 /* Opens blocks [block_begin, block_end) (may be empty) and the given parts.
  * g must outlive the model. */
 int shoal_model_open(const shoal_gguf *g, int block_begin, int block_end, unsigned parts,
@@ -67,6 +95,15 @@ int shoal_model_block_begin(const shoal_model *m);
 int shoal_model_block_end(const shoal_model *m);
 /* The type of most weight bytes in the span (e.g. for display). */
 int shoal_model_weight_type(const shoal_model *m);
+/* Block `layer` (absolute index in the span), or NULL outside it. */
+const shoal_block_w *shoal_model_block(const shoal_model *m, int layer);
+/* The head and embedding views (parts not opened have NULL data). */
+const shoal_head_w *shoal_model_head(const shoal_model *m);
+
+/* x (n, dim) <- embedding rows of tokens (opened with SHOAL_PART_EMBED,
+ * else SHOAL_ERR_ARG); SHOAL_ERR_RANGE for a bad id. Thread-safe. */
+int shoal_model_embed(const shoal_model *m, const int32_t *tokens, int n, float *x);
+
 /* Bytes of weights one token's pass reads (span blocks, plus head if open). */
 uint64_t shoal_model_weight_bytes(const shoal_model *m);
 
