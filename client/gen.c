@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "client/chat.h"
 #include "client/discover.h"
@@ -362,8 +363,22 @@ static int gen_open_chain(shoal_gen *gs, char *err, size_t errlen)
         if (j == cands.n)
             spares[n_spares++] = lm->peers[i];
     }
-    if ((rc = shoal_remote_new(&cands, &lm->want, spares, n_spares, hops, n_hops, &lm->rp,
-                               &gs->chain, err, errlen)))
+    rc = shoal_remote_new(&cands, &lm->want, spares, n_spares, hops, n_hops, &lm->rp,
+                          &gs->chain, err, errlen);
+    /* through the DHT the swarm moves under us (a server leaving or moving
+     * between our read and our open): look again, twice, before failing */
+    for (int again = 0; rc && lm->n_initial && again < 2; again++) {
+        note(lm, SHOAL_LOG_WARN, "%s; looking the swarm up again", err);
+        struct timespec pause = {0, 300 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        shoal_route_cands_fini(&cands);
+        shoal_route_cands_init(&cands);
+        if ((rc = lm_plan(lm, &cands, hops, &n_hops, true, err, errlen)))
+            continue;
+        rc = shoal_remote_new(&cands, &lm->want, NULL, 0, hops, n_hops, &lm->rp, &gs->chain,
+                              err, errlen);
+    }
+    if (rc)
         goto out;
     char desc[GEN_ERR_MAX];
     shoal_remote_describe(gs->chain, desc, sizeof desc);

@@ -372,9 +372,11 @@ void shoal_node_set_announce(shoal_node *n, shoal_announce *a)
 }
 
 /* The placement re-check, once its records are in. A move is made only
- * when two checks in a row (the second a quarter period after the first)
- * want the same one: a view read while records are still spreading (a
- * server that just started or moved) must not move anyone. */
+ * when two checks in a row (the second a random quarter to three quarters
+ * of a period after the first) want the same one: a view read while
+ * records are still spreading (a server that just started or moved) must
+ * not move anyone, and servers that saw the same gap must not all rush
+ * into it. */
 static void rebalance_decide(shoal_announce *a, shoal_node *n, int64_t now)
 {
     size_t count = shoal_blockmap_count(a->bm);
@@ -405,7 +407,9 @@ static void rebalance_decide(shoal_announce *a, shoal_node *n, int64_t now)
         a->confirming = true;
         a->confirm_from = begin;
         a->confirm_to = to;
-        a->next_rebalance = now + a->p.rebalance_ms / 4;
+        /* at a random moment, so that servers that saw the same gap at once
+         * do not all move: the later ones see the first one's records */
+        a->next_rebalance = now + jitter(a, a->p.rebalance_ms, 0.25, 0.75);
         goto out;
     }
     a->confirming = false;
