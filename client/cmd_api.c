@@ -63,6 +63,7 @@ static void api_usage(FILE *out)
             "      --codec C           activations on the wire: f32 (default), f16, bf16, int8\n"
             "      --timeout S         seconds to wait for each answer of a node (default 30)\n"
             "      --lora FILE         apply a LoRA adapter (GGUF, llama.cpp layout) locally\n"
+            "      --adapter NAME      with peers: use the adapter NAME the nodes serve\n"
             "      --address-file F    write the server's URL (http://HOST:PORT) to F once it\n"
             "                          listens\n"
             "      --health-interval S with --peers: seconds between checks that the peers\n"
@@ -96,6 +97,7 @@ int shoal_cmd_api(int argc, char **argv)
         {"codec", required_argument, 0, 9},       {"timeout", required_argument, 0, 10},
         {"lora", required_argument, 0, 11},       {"address-file", required_argument, 0, 12},
         {"health-interval", required_argument, 0, 13},
+        {"adapter", required_argument, 0, 41},
         {"verbose", no_argument, 0, 'v'},         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -106,7 +108,7 @@ int shoal_cmd_api(int argc, char **argv)
         if (!strcmp(argv[i], "-np"))
             argv[i] = "--parallel";
     }
-    const char *model_path = NULL, *lora_path = NULL, *address_file = NULL;
+    const char *model_path = NULL, *lora_path = NULL, *adapter = NULL, *address_file = NULL;
     const char *api_key = getenv("SHOAL_API_KEY");
     char *peers_arg = NULL, *initial_arg = NULL;
     char model_name[256] = "";
@@ -145,6 +147,7 @@ int shoal_cmd_api(int argc, char **argv)
             break;
         case 10: if (!shoal_cli_float("api", "--timeout", optarg, 0.001, 86400, &timeout_s)) return 2; break;
         case 11: lora_path = optarg; break;
+        case 41: adapter = optarg; break;
         case 12: address_file = optarg; break;
         case 13: if (!shoal_cli_float("api", "--health-interval", optarg, 0.1, 86400, &ap.health_interval)) return 2; break;
         case 'v': shoal_log_set_level(SHOAL_LOG_DEBUG); break;
@@ -235,6 +238,7 @@ int shoal_cmd_api(int argc, char **argv)
     lp.ctx = ctx;
     lp.threads = (int)(threads / ap.slots > 0 ? threads / ap.slots : 1);
     lp.lora_path = lora_path;
+    lp.remote.adapter = adapter;
     lp.note = api_note;
     lp.remote.on_event = api_event;
     if ((rc = shoal_lm_open(&lp, &lm, err, sizeof err))) {

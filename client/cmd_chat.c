@@ -612,6 +612,7 @@ static void chat_usage(FILE *out)
             "      --codec C           activations on the wire: f32 (default), f16, bf16, int8\n"
             "      --timeout S         seconds to wait for each answer of a node (default 30)\n"
             "      --lora FILE         apply a LoRA adapter (GGUF, llama.cpp layout) locally\n"
+            "      --adapter NAME      with peers: use the adapter NAME the nodes serve\n"
             "  -h, --help              show this help\n");
 }
 
@@ -626,6 +627,7 @@ int shoal_cmd_chat(int argc, char **argv)
         {"codec", required_argument, 0, 8},      {"timeout", required_argument, 0, 9},
         {"lora", required_argument, 0, 10},      {"system", required_argument, 0, 11},
         {"chat-template", required_argument, 0, 12},
+        {"adapter", required_argument, 0, 41},
         {"seed", required_argument, 0, 's'},     {"threads", required_argument, 0, 't'},
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0},
     };
@@ -636,7 +638,7 @@ int shoal_cmd_chat(int argc, char **argv)
         if (!strcmp(argv[i], "-sys"))
             argv[i] = "--system";
     }
-    const char *model_path = NULL, *system = NULL, *lora_path = NULL;
+    const char *model_path = NULL, *system = NULL, *lora_path = NULL, *adapter = NULL;
     char *peers_arg = NULL, *initial_arg = NULL;
     int codec = -1, tmpl = -1;
     double timeout_s = 30, d;
@@ -668,6 +670,7 @@ int shoal_cmd_chat(int argc, char **argv)
             break;
         case 9: if (!shoal_cli_float("chat", "--timeout", optarg, 0.001, 86400, &timeout_s)) return 2; break;
         case 10: lora_path = optarg; break;
+        case 41: adapter = optarg; break;
         case 11: system = optarg; break;
         case 12:
             if ((tmpl = shoal_chat_template_from_name(optarg)) < 0) {
@@ -735,6 +738,7 @@ int shoal_cmd_chat(int argc, char **argv)
     lp.ctx = ctx;
     lp.threads = (int)threads;
     lp.lora_path = lora_path;
+    lp.remote.adapter = adapter;
     lp.note = chat_note;
     lp.remote.on_event = chat_event;
     int rc = shoal_lm_open(&lp, &c.lm, err, sizeof err);

@@ -78,6 +78,9 @@ static void generate_usage(FILE *out)
             "      --push              nodes pass hidden states straight to the next node\n"
             "                          (one pass through the chain per token)\n"
             "      --lora FILE         apply a LoRA adapter (GGUF, llama.cpp layout) locally\n"
+            "      --adapter NAME      with --peers/--initial-peers: use the adapter NAME that\n"
+            "                          the nodes serve (shoal serve --adapter NAME=FILE); only\n"
+            "                          nodes that serve it are chosen\n"
             "  -h, --help              show this help\n");
 }
 
@@ -155,9 +158,10 @@ int shoal_cmd_generate(int argc, char **argv)
         {"max-retries", required_argument, 0, 11}, {"push", no_argument, 0, 12},
         {"debug-step-hook", required_argument, 0, 13},
         {"initial-peers", required_argument, 0, 14},
+        {"adapter", required_argument, 0, 15},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
-    const char *model_path = NULL, *prompt = "";
+    const char *model_path = NULL, *prompt = "", *adapter = NULL;
     char *peers_arg = NULL, *initial_arg = NULL;
     const char *lora_path = NULL;
     int codec = -1;
@@ -199,6 +203,7 @@ int shoal_cmd_generate(int argc, char **argv)
         case 12: push = 1; break;
         case 13: if (parse_step_hook(optarg, &hooks)) return 2; break;
         case 14: initial_arg = optarg; break;
+        case 15: adapter = optarg; break;
         case 'h': generate_usage(stdout); return 0;
         default: return shoal_cli_bad_option("generate", c, argv);
         }
@@ -236,6 +241,11 @@ int shoal_cmd_generate(int argc, char **argv)
         fprintf(stderr, "shoal generate: %s needs --peers\n", push ? "--push" : "--max-retries");
         return 2;
     }
+    if (adapter && !peers_arg && !initial_arg) {
+        fprintf(stderr, "shoal generate: --adapter NAME chooses an adapter the nodes serve; "
+                        "it needs --peers or --initial-peers (use --lora FILE locally)\n");
+        return 2;
+    }
     if (peers_arg && lora_path) {
         fprintf(stderr, "shoal generate: --lora applies an adapter locally; not with --peers\n");
         return 2;
@@ -271,6 +281,7 @@ int shoal_cmd_generate(int argc, char **argv)
     if (max_retries >= 0)
         lp.remote.max_retries = (int)max_retries;
     lp.remote.push = push;
+    lp.remote.adapter = adapter;
     lp.remote.on_event = generate_event;
     if (hooks.n) {
         lp.remote.on_step = generate_step_hook;

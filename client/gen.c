@@ -132,6 +132,12 @@ int shoal_lm_open(const shoal_lm_params *p, shoal_lm **out, char *err, size_t er
         snprintf(err, errlen, "bad LM parameters");
         return SHOAL_ERR_ARG;
     }
+    if (p->remote.adapter && *p->remote.adapter && !p->n_peers && !p->n_initial_peers) {
+        snprintf(err, errlen,
+                 "--adapter NAME chooses an adapter the nodes serve: it needs --peers or "
+                 "--initial-peers (use --lora FILE locally)");
+        return SHOAL_ERR_ARG;
+    }
     shoal_lm *lm = calloc(1, sizeof *lm);
     if (!lm) {
         snprintf(err, errlen, "out of memory");
@@ -186,6 +192,7 @@ int shoal_lm_open(const shoal_lm_params *p, shoal_lm **out, char *err, size_t er
         lm->want.dim = (uint32_t)lm->hp->dim;
         lm->want.max_length = (uint32_t)lm->ctx;
         lm->want.codec = lm->rp.codec;
+        lm->want.adapter = lm->rp.adapter;
         if (!(lm->peers = calloc((size_t)p->n_peers, sizeof *lm->peers)))
             goto nomem;
         for (int i = 0; i < p->n_peers; i++, lm->n_peers++)

@@ -388,6 +388,10 @@ static int info_from_header(const shoal_wire_header *h, shoal_route_cand *c)
     in->version = h->version;
     memcpy(in->software, h->software, sizeof in->software);
     in->software[sizeof in->software - 1] = 0;
+    if (h->has & SHOAL_WIRE_HAS_ADAPTER) {
+        memcpy(in->adapters, h->adapter, sizeof in->adapters);
+        in->adapters[sizeof in->adapters - 1] = 0;
+    }
     c->state = (h->has & SHOAL_WIRE_HAS_STATE) ? h->state : 0;
     return 0;
 }
