@@ -369,31 +369,10 @@ static void wait_all(expect *e, size_t ne, double live_ms, uint32_t dim)
  * needs. */
 static int info_from_header(const shoal_wire_header *h, shoal_route_cand *c)
 {
-    const uint32_t need = SHOAL_WIRE_HAS_NBLOCKS | SHOAL_WIRE_HAS_DIM;
-    if ((h->has & need) != need || h->dim == 0 || h->span_end > h->nblocks)
-        return SHOAL_ERR_PROTOCOL;
-    shoal_peer_info *in = &c->info;
-    memset(in, 0, sizeof *in);
-    memcpy(in->model, h->model, sizeof in->model);
-    in->model[sizeof in->model - 1] = 0;
-    memcpy(in->model_hash, h->model_hash, sizeof in->model_hash);
-    in->span_start = h->span_start;
-    in->span_end = h->span_end;
-    in->nblocks = h->nblocks;
-    in->dim = h->dim;
-    in->weight_type = h->weight_type;
-    in->free_tokens = h->free_tokens;
-    in->max_length = (h->has & SHOAL_WIRE_HAS_MAX_LENGTH) ? h->max_length : 0;
-    in->codecs = h->codecs;
-    in->version = h->version;
-    memcpy(in->software, h->software, sizeof in->software);
-    in->software[sizeof in->software - 1] = 0;
-    if (h->has & SHOAL_WIRE_HAS_ADAPTER) {
-        memcpy(in->adapters, h->adapter, sizeof in->adapters);
-        in->adapters[sizeof in->adapters - 1] = 0;
-    }
-    c->state = (h->has & SHOAL_WIRE_HAS_STATE) ? h->state : 0;
-    return 0;
+    uint32_t state;
+    int rc = shoal_peer_info_from_header(h, &c->info, &state);
+    c->state = state;
+    return rc;
 }
 
 typedef struct info_job {

@@ -387,13 +387,25 @@ int shoal_peer_get_info(shoal_peer *p, shoal_peer_info *info, int timeout_ms)
     int rc = peer_call(p, NULL, 0, 0, 0, NULL, timeout_ms);
     if (rc)
         return rc;
-    const shoal_wire_header *h = &p->rep;
-    const uint32_t need = SHOAL_WIRE_HAS_NBLOCKS | SHOAL_WIRE_HAS_DIM;
-    if ((h->has & need) != need || h->dim == 0 || h->span_end > h->nblocks) {
+    if (shoal_peer_info_from_header(&p->rep, info, NULL)) {
         peer_err(p, "%s: INFO reply without a usable span, block count or dim", p->address);
         return SHOAL_ERR_PROTOCOL;
     }
+    return 0;
+}
+
+int shoal_peer_info_from_header(const shoal_wire_header *h, shoal_peer_info *info,
+                                uint32_t *state)
+{
+    const uint32_t need = SHOAL_WIRE_HAS_NBLOCKS | SHOAL_WIRE_HAS_DIM;
+    memset(info, 0, sizeof *info);
+    if (state)
+        *state = 0;
+    if ((h->has & need) != need || h->dim == 0 || h->span_start > h->span_end ||
+        h->span_end > h->nblocks)
+        return SHOAL_ERR_PROTOCOL;
     memcpy(info->model, h->model, sizeof info->model);
+    info->model[sizeof info->model - 1] = 0;
     memcpy(info->model_hash, h->model_hash, sizeof info->model_hash);
     info->span_start = h->span_start;
     info->span_end = h->span_end;
@@ -405,8 +417,13 @@ int shoal_peer_get_info(shoal_peer *p, shoal_peer_info *info, int timeout_ms)
     info->codecs = h->codecs;
     info->version = h->version;
     memcpy(info->software, h->software, sizeof info->software);
-    if (h->has & SHOAL_WIRE_HAS_ADAPTER)
+    info->software[sizeof info->software - 1] = 0;
+    if (h->has & SHOAL_WIRE_HAS_ADAPTER) {
         memcpy(info->adapters, h->adapter, sizeof info->adapters);
+        info->adapters[sizeof info->adapters - 1] = 0;
+    }
+    if (state && (h->has & SHOAL_WIRE_HAS_STATE))
+        *state = h->state;
     return 0;
 }
 

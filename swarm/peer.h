@@ -87,6 +87,13 @@ const char *shoal_peer_last_error(const shoal_peer *p);
 /* Round trip with no work (PING). */
 int shoal_peer_ping(shoal_peer *p, int timeout_ms);
 
+/* Fill info (and *state, the node's SHOAL_WIRE_STATE_*, 0 when absent;
+ * state may be NULL) from a decoded INFO reply; SHOAL_ERR_PROTOCOL when it
+ * lacks the block count or dim, or its span is impossible. The one place
+ * that turns an INFO header into a shoal_peer_info. */
+int shoal_peer_info_from_header(const shoal_wire_header *h, shoal_peer_info *info,
+                                uint32_t *state);
+
 /* Ask the node what it serves (INFO). */
 int shoal_peer_get_info(shoal_peer *p, shoal_peer_info *info, int timeout_ms);
 
