@@ -94,7 +94,11 @@ int shoal_placement_should_move(const double *others, uint32_t nblocks, uint32_t
     }
     double now_b = shoal_placement_bottleneck(here, nblocks);
     double then_b = shoal_placement_bottleneck(there, nblocks);
-    if (!(then_b > 0) || !(then_b > now_b * (1 + margin)))
+    /* The gain must be a clear part of what this server can add at most
+     * (its own throughput), not of the whole bottleneck: in a large swarm
+     * one server is a small share of any block, and a rule relative to the
+     * bottleneck would never let anyone move to close a weak spot. */
+    if (!(then_b > 0) || !(then_b > now_b + margin * mine))
         return 0;
     *new_start = s;
     return 1;

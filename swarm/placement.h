@@ -18,8 +18,11 @@
  * some throughputs; it would take the window Petals' rule picks over
  * those. It moves only when that raises the swarm's bottleneck (with it
  * where it would be, against with it where it is) by more than `margin`
- * (a fraction: 0.2 = 20 %), and when no block is left uncovered after the
- * move. A server whose span already is the best never moves, so two
+ * times its own throughput (0.2: a fifth of the most one server can add;
+ * a margin relative to the bottleneck would freeze large swarms, where one
+ * server is a small share of every block), and when no block is left
+ * uncovered after the move. Every move raises the bottleneck by a positive
+ * amount, so rebalancing rounds end. A server whose span already is the best never moves, so two
  * servers do not chase each other without a gain each time.
  *
  * THREAD SAFETY: pure functions.
