@@ -175,4 +175,11 @@ void node_worker_fini(node_worker *w);
 void *node_worker_main(void *arg);
 void node_job_free_locked(shoal_node *n, node_job *j);
 
+/* Replies from a worker, through its PUSH socket to the I/O thread (worker.c):
+ * the header in w->hbuf (hlen bytes) and an optional tensor frame; an ERROR
+ * reply with a formatted message. Used by worker.c and train.c. */
+void node_worker_send(node_worker *w, node_job *j, size_t hlen, const void *t, size_t tlen);
+void node_worker_error(node_worker *w, node_job *j, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 #endif

@@ -16,7 +16,6 @@
 #include "node/train.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,38 +164,7 @@ int node_train_close_all_locked(shoal_node *n)
     return closed;
 }
 
-/* ---- replies (through the worker's PUSH, as worker.c does) ----------------- */
-
-static void train_send(node_worker *w, node_job *j, size_t hlen, const void *t, size_t tlen)
-{
-    shoal_transport_part parts[3] = {
-        {zmq_msg_data(&j->msg.frame[0]), zmq_msg_size(&j->msg.frame[0])},
-        {w->hbuf, hlen},
-        {t, tlen},
-    };
-    int rc = shoal_transport_send(w->push, parts, t ? 3 : 2);
-    if (rc)
-        SHOAL_LOG_E("worker %d: cannot pass a reply to the I/O thread (%s)", w->index,
-                    shoal_strerror(rc));
-}
-
-static void train_error(node_worker *w, node_job *j, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void train_error(node_worker *w, node_job *j, int code, const char *fmt, ...)
-{
-    char msg[SHOAL_WIRE_MESSAGE_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    size_t hlen;
-    if (shoal_wire_encode_error(j->h.request_id, code, msg, w->hbuf, SHOAL_WIRE_HEADER_MAX,
-                                &hlen) == 0)
-        train_send(w, j, hlen, NULL, 0);
-    SHOAL_LOG_D("request %llu (%s): %s: %s", (unsigned long long)j->h.request_id,
-                shoal_wire_op_name(j->h.op), shoal_strerror(code), msg);
-}
+/* Replies go through worker.c's node_worker_send / node_worker_error. */
 
 /* Reply w->rep (already initialised) with x (shape[0..ndim)) in codec when
  * x != NULL. */
@@ -208,11 +176,11 @@ static void train_reply(node_worker *w, node_job *j, const float *x, uint32_t nd
     if (x) {
         shoal_codec_desc d;
         if (shoal_codec_desc_init(&d, codec, ndim, shape) || d.nbytes > w->tcap) {
-            train_error(w, j, SHOAL_ERR_ARG, "bad reply codec %d", codec);
+            node_worker_error(w, j, SHOAL_ERR_ARG, "bad reply codec %d", codec);
             return;
         }
         if (shoal_codec_encode(&d, x, w->tbuf, w->tcap)) {
-            train_error(w, j, SHOAL_ERR_RANGE, "the output does not fit codec %s",
+            node_worker_error(w, j, SHOAL_ERR_RANGE, "the output does not fit codec %s",
                         shoal_codec_name(codec));
             return;
         }
@@ -221,10 +189,10 @@ static void train_reply(node_worker *w, node_job *j, const float *x, uint32_t nd
     }
     size_t hlen;
     if (shoal_wire_encode(r, w->hbuf, SHOAL_WIRE_HEADER_MAX, &hlen)) {
-        train_error(w, j, SHOAL_ERR_INTERNAL, "cannot encode the reply");
+        node_worker_error(w, j, SHOAL_ERR_INTERNAL, "cannot encode the reply");
         return;
     }
-    train_send(w, j, hlen, x ? w->tbuf : NULL, tlen);
+    node_worker_send(w, j, hlen, x ? w->tbuf : NULL, tlen);
 }
 
 static void train_ok(node_worker *w, node_job *j)
@@ -242,22 +210,22 @@ static int take(node_worker *w, node_job *j, unsigned ndim_ok, size_t cap, uint6
     const shoal_codec_desc *d = &j->h.tensors[0];
     size_t room = (size_t)n->p.max_batch * (size_t)n->hp.dim;
     if (j->h.ntensors != 1) {
-        train_error(w, j, SHOAL_ERR_FORMAT, "expected 1 tensor, got %u", j->h.ntensors);
+        node_worker_error(w, j, SHOAL_ERR_FORMAT, "expected 1 tensor, got %u", j->h.ntensors);
         return -1;
     }
     if (d->ndim > 3 || !(ndim_ok & (1u << d->ndim)) || shoal_codec_desc_check(d, elems)) {
-        train_error(w, j, SHOAL_ERR_FORMAT, "a tensor of the wrong rank");
+        node_worker_error(w, j, SHOAL_ERR_FORMAT, "a tensor of the wrong rank");
         return -1;
     }
     if (*elems > cap || *elems > room) {
-        train_error(w, j, SHOAL_ERR_RANGE, "%llu values in one request; at most %zu here",
+        node_worker_error(w, j, SHOAL_ERR_RANGE, "%llu values in one request; at most %zu here",
                     (unsigned long long)*elems, cap < room ? cap : room);
         return -1;
     }
     int rc = shoal_codec_decode(d, zmq_msg_data(&j->msg.frame[2]),
                                 zmq_msg_size(&j->msg.frame[2]), w->x, room);
     if (rc) {
-        train_error(w, j, rc, "the tensor does not decode (NaN, Inf or a bad block)");
+        node_worker_error(w, j, rc, "the tensor does not decode (NaN, Inf or a bad block)");
         return -1;
     }
     return 0;
@@ -271,16 +239,16 @@ static void do_open(node_worker *w, node_job *j)
     const shoal_wire_header *h = &j->h;
     if (h->span_start >= h->span_end || h->span_start < (uint32_t)n->p.block_begin ||
         h->span_end > (uint32_t)n->p.block_end) {
-        train_error(w, j, SHOAL_ERR_RANGE, "blocks %u:%u are not inside the served %d:%d",
+        node_worker_error(w, j, SHOAL_ERR_RANGE, "blocks %u:%u are not inside the served %d:%d",
                     h->span_start, h->span_end, n->p.block_begin, n->p.block_end);
         return;
     }
     if (h->session_id == 0) {
-        train_error(w, j, SHOAL_ERR_ARG, "session id 0 is reserved");
+        node_worker_error(w, j, SHOAL_ERR_ARG, "session id 0 is reserved");
         return;
     }
     if (h->max_length < 1 || h->max_length > (uint32_t)n->p.max_batch) {
-        train_error(w, j, SHOAL_ERR_RANGE, "%u tokens per micro-batch; this node takes 1..%d",
+        node_worker_error(w, j, SHOAL_ERR_RANGE, "%u tokens per micro-batch; this node takes 1..%d",
                     h->max_length, n->p.max_batch);
         return;
     }
@@ -296,12 +264,12 @@ static void do_open(node_worker *w, node_job *j)
     p.threads = w->threads;
     char err[200];
     if (shoal_train_span_params_check(&n->hp, &p, err, sizeof err)) {
-        train_error(w, j, SHOAL_ERR_ARG, "%s", err);
+        node_worker_error(w, j, SHOAL_ERR_ARG, "%s", err);
         return;
     }
     if (shoal_train_state_len(&n->hp, (int)h->span_start, (int)h->span_end, p.targets, p.rank) >
         UINT32_MAX) {
-        train_error(w, j, SHOAL_ERR_RANGE, "the adapter state is too large for one session");
+        node_worker_error(w, j, SHOAL_ERR_RANGE, "the adapter state is too large for one session");
         return;
     }
     uint64_t bytes = shoal_train_span_bytes(&n->hp, (int)h->span_start, (int)h->span_end, &p);
@@ -337,11 +305,11 @@ static void do_open(node_worker *w, node_job *j)
         return;
     }
     if (rc == SHOAL_ERR_ARG) {
-        train_error(w, j, rc, "session id %016llx is in use", (unsigned long long)h->session_id);
+        node_worker_error(w, j, rc, "session id %016llx is in use", (unsigned long long)h->session_id);
         return;
     }
     if (rc) {
-        train_error(w, j, rc, rc == SHOAL_ERR_BUSY ? "no room for a training session (%llu MiB)"
+        node_worker_error(w, j, rc, rc == SHOAL_ERR_BUSY ? "no room for a training session (%llu MiB)"
                                                    : "out of memory (%llu MiB)",
                     (unsigned long long)(bytes >> 20));
         return;
@@ -353,7 +321,7 @@ static void do_open(node_worker *w, node_job *j)
         j->ts = NULL;
         pthread_mutex_unlock(&n->mu);
         session_free(s);
-        train_error(w, j, rc, "cannot set up the training session: %s", shoal_strerror(rc));
+        node_worker_error(w, j, rc, "cannot set up the training session: %s", shoal_strerror(rc));
         return;
     }
     SHOAL_LOG_D("training session %016llx open: blocks %d:%d, rank %d, %llu MiB",
@@ -370,7 +338,7 @@ static void do_pass(node_worker *w, node_job *j, node_train_session *s)
         return;
     const shoal_codec_desc *d = &j->h.tensors[0];
     if (d->shape[d->ndim - 1] != (uint32_t)n->hp.dim) {
-        train_error(w, j, SHOAL_ERR_FORMAT, "expected hidden states ([sequences,] tokens, %d)",
+        node_worker_error(w, j, SHOAL_ERR_FORMAT, "expected hidden states ([sequences,] tokens, %d)",
                     n->hp.dim);
         return;
     }
@@ -380,7 +348,7 @@ static void do_pass(node_worker *w, node_job *j, node_train_session *s)
                  ? shoal_train_span_forward(s->span, key, n_seq, T, w->x)
                  : shoal_train_span_backward(s->span, key, n_seq, T, w->x);
     if (rc) {
-        train_error(w, j, rc,
+        node_worker_error(w, j, rc,
                     rc == SHOAL_ERR_BUSY       ? "%d micro-batches are already kept"
                     : rc == SHOAL_ERR_NOTFOUND ? "no forward kept for this step (%d kept at most)"
                                                : "the pass failed (%d kept at most)",
@@ -401,7 +369,7 @@ static void do_step(node_worker *w, node_job *j, node_train_session *s)
         const shoal_adamw_params *o = &shoal_train_span_params_of(s->span)->opt;
         if ((float)h->opt_beta1 != o->beta1 || (float)h->opt_beta2 != o->beta2 ||
             (float)h->opt_eps != o->eps || (float)h->opt_wd != o->weight_decay) {
-            train_error(w, j, SHOAL_ERR_ARG,
+            node_worker_error(w, j, SHOAL_ERR_ARG,
                         "only the learning rate may change during a session");
             return;
         }
@@ -412,7 +380,7 @@ static void do_step(node_worker *w, node_job *j, node_train_session *s)
         return;
     }
     if (h->step_id != (uint64_t)t + 1) {
-        train_error(w, j, SHOAL_ERR_RANGE, "step %llu, but the session is at step %lld",
+        node_worker_error(w, j, SHOAL_ERR_RANGE, "step %llu, but the session is at step %lld",
                     (unsigned long long)h->step_id, (long long)t);
         return;
     }
@@ -426,7 +394,7 @@ static void do_pull(node_worker *w, node_job *j, node_train_session *s)
     size_t total = shoal_train_span_state_len(s->span);
     size_t pos = j->h.position, room = (size_t)n->p.max_batch * (size_t)n->hp.dim;
     if (pos >= total || j->h.max_length == 0) {
-        train_error(w, j, SHOAL_ERR_RANGE, "offset %zu of a state of %zu floats", pos, total);
+        node_worker_error(w, j, SHOAL_ERR_RANGE, "offset %zu of a state of %zu floats", pos, total);
         return;
     }
     size_t k = total - pos;
@@ -448,12 +416,12 @@ static void do_push(node_worker *w, node_job *j, node_train_session *s)
     if (take(w, j, 1u << 1, total, &elems))
         return;
     if (j->h.step_id > (uint64_t)INT64_MAX / 2) {
-        train_error(w, j, SHOAL_ERR_RANGE, "step count %llu", (unsigned long long)j->h.step_id);
+        node_worker_error(w, j, SHOAL_ERR_RANGE, "step count %llu", (unsigned long long)j->h.step_id);
         return;
     }
     if (j->h.position > total || elems > total - j->h.position ||
         shoal_train_span_state_set(s->span, j->h.position, (size_t)elems, w->x)) {
-        train_error(w, j, SHOAL_ERR_RANGE,
+        node_worker_error(w, j, SHOAL_ERR_RANGE,
                     "values %u..%llu of a state of %zu floats (or a negative second moment)",
                     j->h.position, (unsigned long long)(j->h.position + elems), total);
         return;
@@ -485,7 +453,7 @@ void node_train_run(node_worker *w, node_job *j)
     }
     node_train_session *s = j->ts;
     if (!s || !s->span) {
-        train_error(w, j, SHOAL_ERR_SESSION, "unknown training session");
+        node_worker_error(w, j, SHOAL_ERR_SESSION, "unknown training session");
         return;
     }
     switch (j->h.op) {
@@ -495,7 +463,7 @@ void node_train_run(node_worker *w, node_job *j)
     case SHOAL_OP_TRAIN_PULL: do_pull(w, j, s); break;
     case SHOAL_OP_TRAIN_PUSH: do_push(w, j, s); break;
     case SHOAL_OP_TRAIN_CLOSE: do_close(w, j, s); break;
-    default: train_error(w, j, SHOAL_ERR_INTERNAL, "op %u queued by mistake", j->h.op);
+    default: node_worker_error(w, j, SHOAL_ERR_INTERNAL, "op %u queued by mistake", j->h.op);
     }
 }
 

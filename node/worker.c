@@ -94,7 +94,7 @@ static node_fwd_slot *worker_slot(node_worker *w, const node_span *sp)
 
 /* ---- replies ----------------------------------------------------------- */
 
-static void worker_send(node_worker *w, node_job *j, size_t hlen, const void *t, size_t tlen)
+void node_worker_send(node_worker *w, node_job *j, size_t hlen, const void *t, size_t tlen)
 {
     shoal_transport_part parts[3] = {
         {zmq_msg_data(&j->msg.frame[0]), zmq_msg_size(&j->msg.frame[0])},
@@ -107,10 +107,7 @@ static void worker_send(node_worker *w, node_job *j, size_t hlen, const void *t,
                     shoal_strerror(rc));
 }
 
-static void reply_error(node_worker *w, node_job *j, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void reply_error(node_worker *w, node_job *j, int code, const char *fmt, ...)
+void node_worker_error(node_worker *w, node_job *j, int code, const char *fmt, ...)
 {
     char msg[SHOAL_WIRE_MESSAGE_MAX];
     va_list ap;
@@ -120,7 +117,7 @@ static void reply_error(node_worker *w, node_job *j, int code, const char *fmt, 
     size_t hlen;
     if (shoal_wire_encode_error(j->h.request_id, code, msg, w->hbuf, SHOAL_WIRE_HEADER_MAX,
                                 &hlen) == 0)
-        worker_send(w, j, hlen, NULL, 0);
+        node_worker_send(w, j, hlen, NULL, 0);
     SHOAL_LOG_D("request %llu (%s): %s: %s", (unsigned long long)j->h.request_id,
                 shoal_wire_op_name(j->h.op), shoal_strerror(code), msg);
 }
@@ -140,12 +137,12 @@ static void reply_ok(node_worker *w, node_job *j, const float *x)
         int codec = (j->h.has & SHOAL_WIRE_HAS_REPLY_CODEC) ? (int)j->h.reply_codec
                                                             : (int)q->codec;
         if (shoal_codec_desc_init(&d, codec, q->ndim, q->shape) || d.nbytes > w->tcap) {
-            reply_error(w, j, SHOAL_ERR_ARG, "bad reply codec %d", codec);
+            node_worker_error(w, j, SHOAL_ERR_ARG, "bad reply codec %d", codec);
             return;
         }
         int rc = shoal_codec_encode(&d, x, w->tbuf, w->tcap);
         if (rc) {
-            reply_error(w, j, SHOAL_ERR_RANGE, "the output does not fit codec %s",
+            node_worker_error(w, j, SHOAL_ERR_RANGE, "the output does not fit codec %s",
                         shoal_codec_name(codec));
             return;
         }
@@ -154,10 +151,10 @@ static void reply_ok(node_worker *w, node_job *j, const float *x)
     }
     size_t hlen;
     if (shoal_wire_encode(r, w->hbuf, SHOAL_WIRE_HEADER_MAX, &hlen)) {
-        reply_error(w, j, SHOAL_ERR_INTERNAL, "cannot encode the reply");
+        node_worker_error(w, j, SHOAL_ERR_INTERNAL, "cannot encode the reply");
         return;
     }
-    worker_send(w, j, hlen, x ? w->tbuf : NULL, tlen);
+    node_worker_send(w, j, hlen, x ? w->tbuf : NULL, tlen);
 }
 
 /* ---- requests ---------------------------------------------------------- */
@@ -171,17 +168,17 @@ static int take_tensor(node_worker *w, node_job *j, int allow3, uint32_t *seqs, 
     const shoal_codec_desc *d = &j->h.tensors[0];
     uint32_t dim = (uint32_t)n->hp.dim;
     if (j->h.ntensors != 1) {
-        reply_error(w, j, SHOAL_ERR_FORMAT, "expected 1 tensor, got %u", j->h.ntensors);
+        node_worker_error(w, j, SHOAL_ERR_FORMAT, "expected 1 tensor, got %u", j->h.ntensors);
         return -1;
     }
     if (!(d->ndim == 2 || (allow3 && d->ndim == 3)) || d->shape[d->ndim - 1] != dim) {
-        reply_error(w, j, SHOAL_ERR_FORMAT, "expected hidden states (%s, %u)",
+        node_worker_error(w, j, SHOAL_ERR_FORMAT, "expected hidden states (%s, %u)",
                     allow3 ? "[batch,] tokens" : "tokens", dim);
         return -1;
     }
     uint64_t b = d->ndim == 3 ? d->shape[0] : 1, s = d->shape[d->ndim - 2];
     if (b * s > (uint64_t)n->p.max_batch) {
-        reply_error(w, j, SHOAL_ERR_RANGE, "%llu tokens in one request; this node takes %d",
+        node_worker_error(w, j, SHOAL_ERR_RANGE, "%llu tokens in one request; this node takes %d",
                     (unsigned long long)(b * s), n->p.max_batch);
         return -1;
     }
@@ -189,7 +186,7 @@ static int take_tensor(node_worker *w, node_job *j, int allow3, uint32_t *seqs, 
                                 zmq_msg_size(&j->msg.frame[2]), w->x,
                                 (size_t)n->p.max_batch * dim);
     if (rc) {
-        reply_error(w, j, rc, "the tensor does not decode (NaN, Inf or a bad block)");
+        node_worker_error(w, j, rc, "the tensor does not decode (NaN, Inf or a bad block)");
         return -1;
     }
     *seqs = (uint32_t)b;
@@ -202,7 +199,7 @@ static void do_forward(node_worker *w, node_job *j)
     shoal_node *n = w->node;
     uint32_t a = j->h.span_start, b = j->h.span_end, seqs, len;
     if (a >= b || a < (uint32_t)n->p.block_begin || b > (uint32_t)n->p.block_end) {
-        reply_error(w, j, SHOAL_ERR_RANGE, "blocks %u:%u are not inside the served %d:%d", a, b,
+        node_worker_error(w, j, SHOAL_ERR_RANGE, "blocks %u:%u are not inside the served %d:%d", a, b,
                     n->p.block_begin, n->p.block_end);
         return;
     }
@@ -215,7 +212,7 @@ static void do_forward(node_worker *w, node_job *j)
     if (slot && !slot->scratch)
         slot->scratch = shoal_kv_new(sp->m, n->p.max_batch);
     if (!slot || !slot->scratch) {
-        reply_error(w, j, SHOAL_ERR_NOMEM, "cannot set up blocks %u:%u", a, b);
+        node_worker_error(w, j, SHOAL_ERR_NOMEM, "cannot set up blocks %u:%u", a, b);
         return;
     }
     size_t dim = (size_t)n->hp.dim;
@@ -224,7 +221,7 @@ static void do_forward(node_worker *w, node_job *j)
         shoal_kv_truncate(slot->scratch, 0);
         int rc = shoal_fwd_blocks(slot->f, slot->scratch, 0, (int)len, w->x + i * len * dim);
         if (rc) {
-            reply_error(w, j, rc, "forward pass failed");
+            node_worker_error(w, j, rc, "forward pass failed");
             return;
         }
     }
@@ -241,7 +238,7 @@ static void do_open(node_worker *w, node_job *j)
         node_session_remove(n, s);
         j->s = NULL;
         pthread_mutex_unlock(&n->mu);
-        reply_error(w, j, SHOAL_ERR_NOMEM, "cannot allocate %u tokens of KV cache",
+        node_worker_error(w, j, SHOAL_ERR_NOMEM, "cannot allocate %u tokens of KV cache",
                     j->h.max_length);
         return;
     }
@@ -255,7 +252,7 @@ static void do_close(node_worker *w, node_job *j)
 {
     shoal_node *n = w->node;
     if (!j->s) {
-        reply_error(w, j, SHOAL_ERR_SESSION, "unknown session");
+        node_worker_error(w, j, SHOAL_ERR_SESSION, "unknown session");
         return;
     }
     pthread_mutex_lock(&n->mu);
@@ -270,7 +267,7 @@ static void do_step(node_worker *w, node_job *j)
     shoal_node *n = w->node;
     node_session *s = j->s;
     if (!s || !s->kv) {
-        reply_error(w, j, SHOAL_ERR_SESSION, "unknown session");
+        node_worker_error(w, j, SHOAL_ERR_SESSION, "unknown session");
         return;
     }
     /* >>> forwarding (node/push.h): a push runs as a step for the client */
@@ -283,7 +280,7 @@ static void do_step(node_worker *w, node_job *j)
     /* <<< */
     if ((j->h.has & SHOAL_WIRE_HAS_SPAN) &&
         (j->h.span_start != (uint32_t)s->span->a || j->h.span_end != (uint32_t)s->span->b)) {
-        reply_error(w, j, SHOAL_ERR_ARG, "the session serves blocks %d:%d", s->span->a,
+        node_worker_error(w, j, SHOAL_ERR_ARG, "the session serves blocks %d:%d", s->span->a,
                     s->span->b);
         return;
     }
@@ -292,12 +289,12 @@ static void do_step(node_worker *w, node_job *j)
         return;
     uint32_t len = (uint32_t)shoal_kv_len(s->kv);
     if (pos > len) {
-        reply_error(w, j, SHOAL_ERR_RANGE, "position %u is past the session's length %u", pos,
+        node_worker_error(w, j, SHOAL_ERR_RANGE, "position %u is past the session's length %u", pos,
                     len);
         return;
     }
     if (ntok > s->max_length - pos) {
-        reply_error(w, j, SHOAL_ERR_RANGE, "positions %u..%u pass the session's max length %u",
+        node_worker_error(w, j, SHOAL_ERR_RANGE, "positions %u..%u pass the session's max length %u",
                     pos, pos + ntok - 1, s->max_length);
         return;
     }
@@ -313,7 +310,7 @@ static void do_step(node_worker *w, node_job *j)
     if (elems > s->last_cap) {
         float *nb = realloc(s->last_out, elems * sizeof(float));
         if (!nb) {
-            reply_error(w, j, SHOAL_ERR_NOMEM, "out of memory");
+            node_worker_error(w, j, SHOAL_ERR_NOMEM, "out of memory");
             return;
         }
         s->last_out = nb;
@@ -321,7 +318,7 @@ static void do_step(node_worker *w, node_job *j)
     }
     node_fwd_slot *slot = worker_slot(w, s->span);
     if (!slot) {
-        reply_error(w, j, SHOAL_ERR_NOMEM, "cannot set up blocks %d:%d", s->span->a, s->span->b);
+        node_worker_error(w, j, SHOAL_ERR_NOMEM, "cannot set up blocks %d:%d", s->span->a, s->span->b);
         return;
     }
     s->has_last = 0;
@@ -329,7 +326,7 @@ static void do_step(node_worker *w, node_job *j)
     if (!rc)
         rc = shoal_fwd_blocks(slot->f, s->kv, (int)pos, (int)ntok, w->x);
     if (rc) {
-        reply_error(w, j, rc, "forward pass failed");
+        node_worker_error(w, j, rc, "forward pass failed");
         return;
     }
     memcpy(s->last_out, w->x, elems * sizeof(float));
@@ -408,7 +405,7 @@ void *node_worker_main(void *arg)
         case SHOAL_OP_TRAIN_PULL:
         case SHOAL_OP_TRAIN_PUSH:
         case SHOAL_OP_TRAIN_CLOSE: node_train_run(w, j); break;
-        default: reply_error(w, j, SHOAL_ERR_INTERNAL, "op %u queued by mistake", j->h.op);
+        default: node_worker_error(w, j, SHOAL_ERR_INTERNAL, "op %u queued by mistake", j->h.op);
         }
         pthread_mutex_lock(&n->mu);
         if (j->s) {
