@@ -2,7 +2,8 @@
  * Discovery through the DHT (see discover.h).
  *
  * The probe is one poll loop over one DEALER per server (in chunks), each a
- * small state machine: INFO sent -> INFO answered -> PING sent ... -> done.
+ * small state machine: INFO sent -> INFO answered -> PING sent ... ->
+ * padded PING sent (16 KiB, 64 KiB, ...) -> done.
  * Request ids are per server and per step, so a late answer to an earlier
  * step is recognised and dropped. Each DEALER has a socket monitor: a
  * refused connection or a failed CURVE handshake ends its probe at once
@@ -25,11 +26,17 @@
 #include "swarm/transport.h"
 
 #define PROBE_CHUNK 256
+#define PAD_FIRST (16 * 1024) /* bytes of the first padded PING */
+#define PAD_GROWTH 4          /* the next one is this much larger */
+#define PAD_ENOUGH_MS 2.0     /* extra time that makes a good enough sample */
+#define PAD_EXTRA_MIN_MS 0.01 /* a faster sample is taken as this long */
+#define PAD_WAIT_MS 250.0     /* a padded PING out longer: the link is slow */
+#define PROBE_MAX_MSG (SHOAL_WIRE_HEADER_MAX + SHOAL_WIRE_PAD_MAX)
 
 shoal_discover_params shoal_discover_params_default(void)
 {
     shoal_discover_params p = {.timeout_ms = 10000, .probe_timeout_ms = 3000, .pings = 3,
-                               .include_offline = 0};
+                               .include_offline = 0, .pad_max = SHOAL_WIRE_PAD_MAX};
     return p;
 }
 
@@ -48,9 +55,18 @@ typedef struct probe {
     void *mon;           /* PAIR reading sock's monitor, or NULL */
     uint64_t rid;        /* the request in flight */
     int step;            /* 0: INFO; k >= 1: ping k */
+    uint32_t pad;        /* bytes of the padded ping in flight; 0: plain */
     double sent;
     int done;
 } probe;
+
+/* What all probes of a chunk share. */
+typedef struct probe_env {
+    int pings;
+    uint32_t pad_max;
+    uint8_t *buf;        /* SHOAL_WIRE_HEADER_MAX: headers */
+    const uint8_t *zeros; /* pad_max bytes: the pad sent */
+} probe_env;
 
 static int info_to_cand(const shoal_wire_header *h, shoal_route_cand *c)
 {
@@ -62,17 +78,43 @@ static int info_to_cand(const shoal_wire_header *h, shoal_route_cand *c)
     return rc;
 }
 
-static int probe_send(probe *p, uint8_t *buf)
+static int probe_send(probe *p, const probe_env *env)
 {
     shoal_wire_header q;
     p->rid++;
-    shoal_wire_header_init(&q, p->step == 0 ? SHOAL_OP_INFO : SHOAL_OP_PING, p->rid);
-    size_t len;
-    if (shoal_wire_encode(&q, buf, SHOAL_WIRE_HEADER_MAX, &len))
+    if (p->step == 0)
+        shoal_wire_header_init(&q, SHOAL_OP_INFO, p->rid);
+    else if (shoal_wire_ping_init(&q, p->rid, p->pad, p->pad))
         return SHOAL_ERR_INTERNAL;
-    shoal_transport_part part = {buf, len};
+    size_t len;
+    if (shoal_wire_encode(&q, env->buf, SHOAL_WIRE_HEADER_MAX, &len))
+        return SHOAL_ERR_INTERNAL;
+    shoal_transport_part parts[2] = {{env->buf, len}, {env->zeros, p->pad}};
     p->sent = mono_ms();
-    return shoal_transport_send(p->sock, &part, 1);
+    return shoal_transport_send(p->sock, parts, p->pad ? 2 : 1);
+}
+
+/* The link's bandwidth from a padded round trip of `ms` (pad bytes each
+ * way) against the plain RTT. */
+static double pad_bandwidth(uint32_t pad, double ms, double rtt_ms)
+{
+    double extra = ms - rtt_ms;
+    if (extra < PAD_EXTRA_MIN_MS)
+        extra = PAD_EXTRA_MIN_MS;
+    return 2.0 * (double)pad / (extra / 1000.0);
+}
+
+/* A padded ping not back by `now`: the link is slower than the pad
+ * could show in that time, an upper bound on its bandwidth. */
+static void pad_give_up(probe *p, double now)
+{
+    double bound = pad_bandwidth(p->pad, now - p->sent, p->s->rtt_ms);
+    if (now - p->sent - p->s->rtt_ms >= PAD_ENOUGH_MS &&
+        (p->s->bandwidth <= 0 || bound < p->s->bandwidth)) {
+        p->s->bandwidth = bound;
+        p->s->bandwidth_bound = 1;
+    }
+    p->done = 1;
 }
 
 static void probe_fail(probe *p, const char *why)
@@ -83,11 +125,11 @@ static void probe_fail(probe *p, const char *why)
 }
 
 /* Take one reply on p's socket. */
-static void probe_read(probe *p, int pings, uint8_t *buf)
+static void probe_read(probe *p, const probe_env *env)
 {
     shoal_transport_msg m;
     shoal_transport_msg_init(&m);
-    int rc = shoal_transport_recv(p->sock, &m, 1, SHOAL_WIRE_HEADER_MAX, ZMQ_DONTWAIT);
+    int rc = shoal_transport_recv(p->sock, &m, 2, PROBE_MAX_MSG, ZMQ_DONTWAIT);
     if (rc == SHOAL_ERR_TIMEOUT)
         return;
     if (rc) {
@@ -97,6 +139,9 @@ static void probe_read(probe *p, int pings, uint8_t *buf)
     double now = mono_ms();
     shoal_wire_header h;
     rc = shoal_wire_decode(&h, zmq_msg_data(&m.frame[0]), zmq_msg_size(&m.frame[0]));
+    size_t lens[1] = {m.nframes > 1 ? zmq_msg_size(&m.frame[1]) : 0};
+    if (!rc)
+        rc = shoal_wire_frames_check(&h, (size_t)m.nframes - 1, lens);
     shoal_transport_msg_close(&m);
     if (rc) {
         probe_fail(p, "sent a malformed answer");
@@ -119,21 +164,38 @@ static void probe_read(probe *p, int pings, uint8_t *buf)
             return;
         }
         p->s->answered = 1;
-    } else {
-        if (h.op != SHOAL_OP_PING) {
-            probe_fail(p, "answered a PING with something else");
-            return;
-        }
+    } else if (h.op != SHOAL_OP_PING) {
+        probe_fail(p, "answered a PING with something else");
+        return;
+    } else if (!p->pad) {
         double rtt = now - p->sent;
         if (p->s->rtt_ms <= 0 || rtt < p->s->rtt_ms)
             p->s->rtt_ms = rtt;
+    } else {
+        /* a padded ping: the pad must have come back whole */
+        if (h.ntensors != 1 || h.tensors[0].nbytes != p->pad) {
+            p->done = 1; /* a node that does not pad (older): no bandwidth */
+            return;
+        }
+        /* each sample replaces the last: a larger pad is less noisy */
+        double ms = now - p->sent;
+        p->s->bandwidth = pad_bandwidth(p->pad, ms, p->s->rtt_ms);
+        if (ms - p->s->rtt_ms >= PAD_ENOUGH_MS || p->pad >= env->pad_max) {
+            p->done = 1;
+            return;
+        }
     }
-    if (p->step >= pings) {
-        p->done = 1;
-        return;
+    if (p->step >= env->pings) {
+        /* the plain pings are done: time the link */
+        if (env->pad_max < 4 || p->s->rtt_ms <= 0) {
+            p->done = 1;
+            return;
+        }
+        uint32_t next = p->pad ? p->pad * PAD_GROWTH : PAD_FIRST;
+        p->pad = next < env->pad_max ? next : env->pad_max;
     }
     p->step++;
-    if (probe_send(p, buf))
+    if (probe_send(p, env))
         p->done = 1; /* INFO answered already: keep it, without an RTT */
 }
 
@@ -191,8 +253,8 @@ static void probe_event(probe *p)
         p->done = 1;
 }
 
-static int probe_chunk(shoal_discover_server *servers, size_t n, int timeout_ms, int pings,
-                       void *zctx, uint8_t *buf)
+static int probe_chunk(shoal_discover_server *servers, size_t n, int timeout_ms,
+                       const probe_env *env, void *zctx)
 {
     probe *pr = calloc(n, sizeof *pr);
     zmq_pollitem_t *items = calloc(2 * n, sizeof *items);
@@ -210,22 +272,31 @@ static int probe_chunk(shoal_discover_server *servers, size_t n, int timeout_ms,
         p->s = &servers[i];
         p->s->answered = 0;
         p->s->rtt_ms = 0;
+        p->s->bandwidth = 0;
+        p->s->bandwidth_bound = 0;
         p->s->why[0] = 0;
         p->rid = (base + (uint64_t)i * 1024) | 1;
         shoal_addr a;
         if (shoal_addr_parse(&a, p->s->rec.addr) ||
-            shoal_transport_client_open(zctx, &a, SHOAL_WIRE_HEADER_MAX, &p->sock)) {
+            shoal_transport_client_open(zctx, &a, PROBE_MAX_MSG, &p->sock)) {
             probe_fail(p, "cannot connect");
             continue;
         }
         p->mon = probe_monitor(zctx, p->sock, i, pr);
-        if (probe_send(p, buf))
+        if (probe_send(p, env))
             probe_fail(p, "cannot send");
     }
     double deadline = mono_ms() + timeout_ms;
     for (;;) {
         size_t k = 0;
-        for (size_t i = 0; i < n; i++)
+        double now = mono_ms(), wake = deadline;
+        for (size_t i = 0; i < n; i++) {
+            if (!pr[i].done && pr[i].pad) { /* a slow link costs PAD_WAIT_MS at most */
+                if (now - pr[i].sent >= PAD_WAIT_MS)
+                    pad_give_up(&pr[i], now);
+                else if (pr[i].sent + PAD_WAIT_MS < wake)
+                    wake = pr[i].sent + PAD_WAIT_MS;
+            }
             if (!pr[i].done) {
                 items[k] = (zmq_pollitem_t){pr[i].sock, 0, ZMQ_POLLIN, 0};
                 of[k++] = i;
@@ -234,9 +305,12 @@ static int probe_chunk(shoal_discover_server *servers, size_t n, int timeout_ms,
                     of[k++] = i;
                 }
             }
-        double left = deadline - mono_ms();
-        if (!k || left <= 0)
+        }
+        double left = wake - now;
+        if (!k || deadline - now <= 0)
             break;
+        if (left < 0)
+            left = 0;
         int r = zmq_poll(items, (int)k, (long)left + 1);
         if (r < 0 && errno != EINTR)
             break;
@@ -247,12 +321,15 @@ static int probe_chunk(shoal_discover_server *servers, size_t n, int timeout_ms,
             if (items[j].socket == p->mon)
                 probe_event(p);
             else
-                probe_read(p, pings, buf);
+                probe_read(p, env);
         }
     }
+    double end = mono_ms();
     for (size_t i = 0; i < n; i++) {
         if (!pr[i].done && !pr[i].s->answered)
             probe_fail(&pr[i], "did not answer in time");
+        if (!pr[i].done && pr[i].pad)
+            pad_give_up(&pr[i], end);
         if (pr[i].mon) /* stop the monitor first, or its socket keeps the context */
             zmq_socket_monitor(pr[i].sock, NULL, 0);
         shoal_transport_close(&pr[i].sock);
@@ -264,22 +341,28 @@ static int probe_chunk(shoal_discover_server *servers, size_t n, int timeout_ms,
     return 0;
 }
 
-int shoal_discover_probe(shoal_discover_server *servers, size_t n, int timeout_ms, int pings)
+int shoal_discover_probe(shoal_discover_server *servers, size_t n, int timeout_ms, int pings,
+                         uint32_t pad_max)
 {
     if (n == 0)
         return 0;
+    if (pad_max > SHOAL_WIRE_PAD_MAX || pad_max % 4 != 0)
+        return SHOAL_ERR_ARG;
     if (sodium_init() < 0)
         return SHOAL_ERR_INTERNAL;
     void *zctx = shoal_transport_ctx_new();
     uint8_t *buf = malloc(SHOAL_WIRE_HEADER_MAX);
+    uint8_t *zeros = pad_max ? calloc(pad_max, 1) : NULL;
+    probe_env env = {pings < 0 ? 0 : pings, pad_max, buf, zeros};
     int rc = SHOAL_ERR_NOMEM;
-    if (zctx && buf) {
+    if (zctx && buf && (zeros || !pad_max)) {
         rc = 0;
         for (size_t i = 0; i < n && !rc; i += PROBE_CHUNK)
             rc = probe_chunk(servers + i, n - i < PROBE_CHUNK ? n - i : PROBE_CHUNK,
-                             timeout_ms, pings < 0 ? 0 : pings, zctx, buf);
+                             timeout_ms, &env, zctx);
     }
     free(buf);
+    free(zeros);
     if (zctx)
         zmq_ctx_term(zctx);
     return rc;
@@ -359,7 +442,7 @@ int shoal_discover_servers(const char *const *initial, size_t n_initial,
             sv[i] = tmp;
         }
     t0 = mono_ms();
-    if ((rc = shoal_discover_probe(sv, live, p->probe_timeout_ms, p->pings))) {
+    if ((rc = shoal_discover_probe(sv, live, p->probe_timeout_ms, p->pings, p->pad_max))) {
         snprintf(err, errlen, "cannot probe the servers: %s", shoal_strerror(rc));
         goto out;
     }
@@ -379,6 +462,28 @@ out:
     if (zctx)
         zmq_ctx_term(zctx);
     return rc;
+}
+
+/* "HOST:PORT" of a shoal:// address, for notes. */
+static void addr_hostport(const char *addr, char *out, size_t outlen)
+{
+    const char *h = strncmp(addr, "shoal://", 8) == 0 ? addr + 8 : addr;
+    const char *slash = strrchr(h, '/');
+    size_t n = slash ? (size_t)(slash - h) : strlen(h);
+    snprintf(out, outlen, "%.*s", (int)(n < 200 ? n : 200), h);
+}
+
+/* Append one link's measures to a note: " 0.21 ms 0.25 MB/s". */
+static void note_link(char *out, size_t outlen, const shoal_discover_server *s)
+{
+    size_t used = strlen(out);
+    if (used + 1 >= outlen)
+        return;
+    if (s->bandwidth > 0)
+        snprintf(out + used, outlen - used, " %.2f ms %s%.3g MB/s", s->rtt_ms,
+                 s->bandwidth_bound ? "<" : "", s->bandwidth / 1e6);
+    else
+        snprintf(out + used, outlen - used, " %.2f ms", s->rtt_ms);
 }
 
 int shoal_discover(const char *const *initial, size_t n_initial, const shoal_route_want *want,
@@ -403,7 +508,7 @@ int shoal_discover(const char *const *initial, size_t n_initial, const shoal_rou
     if (rc)
         return rc;
     size_t answered = 0;
-    double lo = 0, hi = 0;
+    double lo = 0, hi = 0, bw_lo = 0, bw_hi = 0;
     shoal_route_cost *c = calloc(n ? n : 1, sizeof *c);
     if (!c) {
         snprintf(err, errlen, "out of memory");
@@ -427,17 +532,35 @@ int shoal_discover(const char *const *initial, size_t n_initial, const shoal_rou
         out->v[out->n - 1].state = sv[i].cand.state;
         c[answered].rtt_ms = sv[i].rtt_ms;
         c[answered].throughput = sv[i].rec.throughput;
+        c[answered].bandwidth = sv[i].bandwidth;
         if (sv[i].rtt_ms > 0) {
             lo = lo == 0 || sv[i].rtt_ms < lo ? sv[i].rtt_ms : lo;
             hi = sv[i].rtt_ms > hi ? sv[i].rtt_ms : hi;
         }
+        if (sv[i].bandwidth > 0) {
+            bw_lo = bw_lo == 0 || sv[i].bandwidth < bw_lo ? sv[i].bandwidth : bw_lo;
+            bw_hi = sv[i].bandwidth > bw_hi ? sv[i].bandwidth : bw_hi;
+        }
         answered++;
     }
+    /* with few servers, each one's link: what routing weighed */
+    char links[1024] = "";
+    for (size_t i = 0; answered <= 8 && i < n; i++) {
+        if (!sv[i].answered)
+            continue;
+        size_t used = strlen(links);
+        char hp[208];
+        addr_hostport(sv[i].rec.addr, hp, sizeof hp);
+        if (used + 1 < sizeof links)
+            snprintf(links + used, sizeof links - used, "%s%s", used ? ", " : "; links: ", hp);
+        note_link(links, sizeof links, &sv[i]);
+    }
     if (note && notelen)
-        snprintf(note, notelen, "DHT: %zu server%s of this model, %zu answered (RTT %.2f-%.2f ms; "
-                 "%u records read, %u rejected)%s%s%s",
-                 n, n == 1 ? "" : "s", answered, lo, hi, st.records, st.rejected,
-                 said ? "; not answering: " : "", missing, said > 2 ? "; ..." : "");
+        snprintf(note, notelen, "DHT: %zu server%s of this model, %zu answered (RTT %.2f-%.2f ms, "
+                 "%.3g-%.3g MB/s; %u records read, %u rejected)%s%s%s%s",
+                 n, n == 1 ? "" : "s", answered, lo, hi, bw_lo / 1e6, bw_hi / 1e6, st.records,
+                 st.rejected, said ? "; not answering: " : "", missing, said > 2 ? "; ..." : "",
+                 links);
     free(sv);
     if (rc) {
         free(c);

@@ -1,6 +1,7 @@
 /* Route planning over a list of candidates (see route.h). */
 #include "client/route.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -259,9 +260,19 @@ int shoal_route_plan_range(const shoal_route_cand *cands, size_t n, const uint8_
 
 /* ---- least expected time per token (see route.h) ------------------------ */
 
+uint64_t shoal_route_token_bytes(const shoal_route_want *w)
+{
+    return 2 * ((uint64_t)shoal_codec_size(w->codec, w->dim) + SHOAL_ROUTE_MSG_OVERHEAD);
+}
+
+/* What an unknown cost is priced at (the worst known values). */
+typedef struct unknowns {
+    double rtt, tput, bw; /* bw 0: no transfer cost */
+} unknowns;
+
 static int plan_fast_pass(const shoal_route_cand *cands, const shoal_route_cost *costs,
-                          size_t n, const shoal_route_want *w, int allow_full, double rtt_unk,
-                          double tput_unk, shoal_route_hop *hops, size_t max_hops,
+                          size_t n, const shoal_route_want *w, int allow_full,
+                          const unknowns *unk, shoal_route_hop *hops, size_t max_hops,
                           size_t *n_hops, double *est_ms)
 {
     uint32_t L = w->nblocks;
@@ -280,6 +291,7 @@ static int plan_fast_pass(const shoal_route_cand *cands, const shoal_route_cost 
     for (uint32_t b = 0; b <= L; b++)
         dist[b] = -1; /* unreached */
     dist[0] = 0;
+    double token_bytes = (double)shoal_route_token_bytes(w);
     for (uint32_t b = 0; b < L; b++) {
         if (dist[b] < 0)
             continue;
@@ -287,11 +299,13 @@ static int plan_fast_pass(const shoal_route_cand *cands, const shoal_route_cost 
             const shoal_peer_info *in = &cands[i].info;
             if (!ok[i] || in->span_start > b || in->span_end <= b)
                 continue;
-            double rtt = costs && costs[i].rtt_ms > 0 ? costs[i].rtt_ms : rtt_unk;
-            double tput = costs && costs[i].throughput > 0 ? costs[i].throughput : tput_unk;
+            double rtt = costs && costs[i].rtt_ms > 0 ? costs[i].rtt_ms : unk->rtt;
+            double tput = costs && costs[i].throughput > 0 ? costs[i].throughput : unk->tput;
+            double bw = costs && costs[i].bandwidth > 0 ? costs[i].bandwidth : unk->bw;
+            double xfer = bw > 0 ? 1000.0 * token_bytes / bw : 0;
             uint32_t end = in->span_end < L ? in->span_end : L;
             for (uint32_t e = b + 1; e <= end; e++) {
-                double d = dist[b] + rtt + 1000.0 * (double)(e - b) / tput;
+                double d = dist[b] + rtt + xfer + 1000.0 * (double)(e - b) / tput;
                 if (dist[e] < 0 || d < dist[e] - 1e-9) {
                     dist[e] = d;
                     from_cand[e] = i;
@@ -341,22 +355,24 @@ int shoal_route_plan_fast(const shoal_route_cand *cands, const shoal_route_cost 
         return SHOAL_ERR_ARG;
     }
     /* unknowns are the worst known values */
-    double rtt_unk = 0, tput_unk = 0;
+    unknowns unk = {0, 0, 0};
     for (size_t i = 0; costs && i < n; i++) {
-        if (costs[i].rtt_ms > rtt_unk)
-            rtt_unk = costs[i].rtt_ms;
-        if (costs[i].throughput > 0 && (tput_unk == 0 || costs[i].throughput < tput_unk))
-            tput_unk = costs[i].throughput;
+        if (costs[i].rtt_ms > unk.rtt)
+            unk.rtt = costs[i].rtt_ms;
+        if (costs[i].throughput > 0 && (unk.tput == 0 || costs[i].throughput < unk.tput))
+            unk.tput = costs[i].throughput;
+        if (costs[i].bandwidth > 0 && (unk.bw == 0 || costs[i].bandwidth < unk.bw))
+            unk.bw = costs[i].bandwidth;
     }
-    if (!(rtt_unk > 0))
-        rtt_unk = 100;
-    if (!(tput_unk > 0))
-        tput_unk = 1000;
-    int rc = plan_fast_pass(cands, costs, n, w, 0, rtt_unk, tput_unk, hops, max_hops, n_hops,
-                            est_ms);
+    if (!(unk.rtt > 0))
+        unk.rtt = 100;
+    if (!(unk.tput > 0))
+        unk.tput = 1000;
+    if (!(unk.bw > 0) || !isfinite(unk.bw))
+        unk.bw = 0;
+    int rc = plan_fast_pass(cands, costs, n, w, 0, &unk, hops, max_hops, n_hops, est_ms);
     if (rc == SHOAL_ERR_NOTFOUND) /* only with servers whose cache is full, then */
-        rc = plan_fast_pass(cands, costs, n, w, 1, rtt_unk, tput_unk, hops, max_hops, n_hops,
-                            est_ms);
+        rc = plan_fast_pass(cands, costs, n, w, 1, &unk, hops, max_hops, n_hops, est_ms);
     if (rc == SHOAL_ERR_NOTFOUND || rc == SHOAL_ERR_ARG) {
         /* the same words as the fewest-hops planner for the same failure */
         size_t nh2 = 0;

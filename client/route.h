@@ -115,15 +115,22 @@ int shoal_route_plan_range(const shoal_route_cand *cands, size_t n, const uint8_
  * (added with discovery, client/discover.h)
  *
  * When the client knows how fast candidates are (their records' measured
- * throughput, tokens/s through one block) and how far (round trips it
- * measured itself), the chain with the least expected time per token is a
- * shortest path over (server, block): a hop on candidate i over blocks
- * [s, e) costs rtt_i + (e - s) / throughput_i, and the path runs from block
- * 0 to block L. A dynamic program over block boundaries finds it exactly
- * (a hop never gains by being split on the same server: that costs one
- * more round trip). Unknown values are taken as the worst known one (the
- * slowest throughput, the longest round trip; 1000 tokens/s and 100 ms when
- * none is known), so with nothing known it is the fewest hops again.
+ * throughput, tokens/s through one block) and how far (round trips and
+ * link bandwidths it measured itself), the chain with the least expected
+ * time per token is a shortest path over (server, block): a hop on
+ * candidate i over blocks [s, e) costs
+ *     rtt_i + (e - s) / throughput_i + shoal_route_token_bytes(w) / bandwidth_i
+ * (the last term: one token's hidden state to the node and back, at the
+ * link's measured rate), and the path runs from block 0 to block L. A
+ * dynamic program over block boundaries finds it exactly (a hop never
+ * gains by being split on the same server: that costs one more round trip
+ * and transfer). Unknown values are taken as the worst known one (the
+ * slowest throughput, the longest round trip, the narrowest link; 1000
+ * tokens/s, 100 ms and no transfer cost when none is known), so with
+ * nothing known it is the fewest hops again. The bandwidth is the client's
+ * link to each node: exact for chains the client drives; with --push the
+ * hidden states go from node to node over links nobody measured, and the
+ * client's link to each node stands in for them.
  * Candidates whose free cache cannot hold a session of w->max_length
  * tokens are avoided: used only when the chain cannot be made without
  * them. Ties go to the earlier candidate, so a list always gives the same
@@ -131,7 +138,15 @@ int shoal_route_plan_range(const shoal_route_cand *cands, size_t n, const uint8_
 typedef struct shoal_route_cost {
     double rtt_ms;     /* measured round trip; <= 0: unknown */
     double throughput; /* tokens/s through one block; <= 0: unknown */
+    double bandwidth;  /* bytes/s over the link, both ways together
+                          (client/discover.h); <= 0: unknown */
 } shoal_route_cost;
+
+/* Bytes that cross a hop's link per token, both ways: w->dim values in
+ * w->codec each way, plus SHOAL_ROUTE_MSG_OVERHEAD per message (header,
+ * framing, encryption). */
+#define SHOAL_ROUTE_MSG_OVERHEAD 128
+uint64_t shoal_route_token_bytes(const shoal_route_want *w);
 
 /* Plan over cands[0..n) with costs[0..n) (parallel arrays). *est_ms (may be
  * NULL) gets the plan's expected time per token. Errors as

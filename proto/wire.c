@@ -24,6 +24,7 @@
 #include <msgpack.h>
 
 #include "kernels/err.h"
+#include "proto/mpread.h"
 
 /* ------------------------------------------------------------------ */
 /* Structural check                                                    */
@@ -151,272 +152,13 @@ int shoal_wire_msgpack_check(const uint8_t *buf, size_t len,
 }
 
 /* ------------------------------------------------------------------ */
-/* Reader over checked bytes                                           */
-
-typedef struct rd {
-    const uint8_t *p;
-    size_t len, off;
-} rd;
-
-static int rd_bytes(rd *r, size_t n, const uint8_t **out)
-{
-    if (n > r->len - r->off)
-        return SHOAL_ERR_FORMAT;
-    *out = r->p + r->off;
-    r->off += n;
-    return SHOAL_OK;
-}
-
-static int rd_be(rd *r, int n, uint64_t *v)
-{
-    const uint8_t *b;
-    if (rd_bytes(r, (size_t)n, &b))
-        return SHOAL_ERR_FORMAT;
-    *v = be_load(b, n);
-    return SHOAL_OK;
-}
-
-static int rd_tag(rd *r, uint8_t *tag)
-{
-    if (r->off >= r->len)
-        return SHOAL_ERR_FORMAT;
-    *tag = r->p[r->off++];
-    return SHOAL_OK;
-}
-
-/* A non-negative integer in any msgpack int encoding, at most max. */
-static int rd_uint(rd *r, uint64_t max, uint64_t *v)
-{
-    uint8_t t;
-    uint64_t u;
-    if (rd_tag(r, &t))
-        return SHOAL_ERR_FORMAT;
-    if (t <= 0x7f) {
-        u = t;
-    } else if (t >= 0xcc && t <= 0xcf) {
-        if (rd_be(r, 1 << (t - 0xcc), &u))
-            return SHOAL_ERR_FORMAT;
-    } else if (t >= 0xd0 && t <= 0xd3) {
-        int n = 1 << (t - 0xd0);
-        if (rd_be(r, n, &u))
-            return SHOAL_ERR_FORMAT;
-        if (u >> (8 * n - 1) & 1) /* negative */
-            return SHOAL_ERR_FORMAT;
-    } else {
-        return SHOAL_ERR_FORMAT;
-    }
-    if (u > max)
-        return SHOAL_ERR_FORMAT;
-    *v = u;
-    return SHOAL_OK;
-}
-
-static int rd_u32(rd *r, uint32_t *v)
-{
-    uint64_t u;
-    if (rd_uint(r, UINT32_MAX, &u))
-        return SHOAL_ERR_FORMAT;
-    *v = (uint32_t)u;
-    return SHOAL_OK;
-}
-
-static int rd_double(rd *r, double *v)
-{
-    uint8_t t;
-    uint64_t u;
-    if (rd_tag(r, &t))
-        return SHOAL_ERR_FORMAT;
-    if (t == 0xca) {
-        if (rd_be(r, 4, &u))
-            return SHOAL_ERR_FORMAT;
-        uint32_t b = (uint32_t)u;
-        float f;
-        memcpy(&f, &b, 4);
-        *v = f;
-    } else if (t == 0xcb) {
-        if (rd_be(r, 8, &u))
-            return SHOAL_ERR_FORMAT;
-        memcpy(v, &u, 8);
-    } else {
-        return SHOAL_ERR_FORMAT;
-    }
-    return SHOAL_OK;
-}
-
-/* A container header: kind 0 array, 1 map. */
-static int rd_count(rd *r, int map, uint32_t *n)
-{
-    uint8_t t;
-    uint64_t u;
-    if (rd_tag(r, &t))
-        return SHOAL_ERR_FORMAT;
-    if (!map && t >= 0x90 && t <= 0x9f)
-        u = t & 0x0f;
-    else if (map && t >= 0x80 && t <= 0x8f)
-        u = t & 0x0f;
-    else if (t == (map ? 0xde : 0xdc)) {
-        if (rd_be(r, 2, &u))
-            return SHOAL_ERR_FORMAT;
-    } else if (t == (map ? 0xdf : 0xdd)) {
-        if (rd_be(r, 4, &u))
-            return SHOAL_ERR_FORMAT;
-    } else {
-        return SHOAL_ERR_FORMAT;
-    }
-    /* each item (each key and value of a map) needs one byte at least */
-    if (u > (r->len - r->off) / (map ? 2 : 1))
-        return SHOAL_ERR_FORMAT;
-    *n = (uint32_t)u;
-    return SHOAL_OK;
-}
-
-/* str (bin = 0) or bin (bin = 1) */
-static int rd_raw(rd *r, int bin, const uint8_t **s, uint32_t *n)
-{
-    uint8_t t;
-    uint64_t u;
-    if (rd_tag(r, &t))
-        return SHOAL_ERR_FORMAT;
-    if (!bin && t >= 0xa0 && t <= 0xbf)
-        u = t & 0x1f;
-    else if (t == (bin ? 0xc4 : 0xd9)) {
-        if (rd_be(r, 1, &u))
-            return SHOAL_ERR_FORMAT;
-    } else if (t == (bin ? 0xc5 : 0xda)) {
-        if (rd_be(r, 2, &u))
-            return SHOAL_ERR_FORMAT;
-    } else if (t == (bin ? 0xc6 : 0xdb)) {
-        if (rd_be(r, 4, &u))
-            return SHOAL_ERR_FORMAT;
-    } else {
-        return SHOAL_ERR_FORMAT;
-    }
-    if (u > r->len - r->off)
-        return SHOAL_ERR_FORMAT;
-    *n = (uint32_t)u;
-    return rd_bytes(r, (size_t)u, s);
-}
-
-/* Skip one object. Iterative: `need` counts objects still to skip; the
- * structural check bounded every count by the frame length. */
-static int rd_skip(rd *r)
-{
-    uint64_t need = 1;
-    while (need > 0) {
-        need--;
-        uint8_t t;
-        uint64_t n = 0;
-        if (rd_tag(r, &t))
-            return SHOAL_ERR_FORMAT;
-        if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3)
-            continue;
-        if (t >= 0x80 && t <= 0x8f) {
-            need += 2u * (t & 0x0fu);
-        } else if (t >= 0x90 && t <= 0x9f) {
-            need += t & 0x0fu;
-        } else if (t >= 0xa0 && t <= 0xbf) {
-            n = t & 0x1fu;
-        } else {
-            int lb = 0, mult = 0;
-            uint64_t extra = 0;
-            switch (t) {
-            case 0xc4: case 0xd9: lb = 1; break;
-            case 0xc5: case 0xda: lb = 2; break;
-            case 0xc6: case 0xdb: lb = 4; break;
-            case 0xc7: lb = 1; extra = 1; break;
-            case 0xc8: lb = 2; extra = 1; break;
-            case 0xc9: lb = 4; extra = 1; break;
-            case 0xca: n = 4; break;
-            case 0xcb: n = 8; break;
-            case 0xcc: case 0xd0: n = 1; break;
-            case 0xcd: case 0xd1: n = 2; break;
-            case 0xce: case 0xd2: n = 4; break;
-            case 0xcf: case 0xd3: n = 8; break;
-            case 0xd4: n = 2; break;
-            case 0xd5: n = 3; break;
-            case 0xd6: n = 5; break;
-            case 0xd7: n = 9; break;
-            case 0xd8: n = 17; break;
-            case 0xdc: lb = 2; mult = 1; break;
-            case 0xdd: lb = 4; mult = 1; break;
-            case 0xde: lb = 2; mult = 2; break;
-            case 0xdf: lb = 4; mult = 2; break;
-            default: return SHOAL_ERR_FORMAT;
-            }
-            if (lb) {
-                uint64_t c;
-                if (rd_be(r, lb, &c))
-                    return SHOAL_ERR_FORMAT;
-                if (mult) {
-                    if (c > r->len - r->off)
-                        return SHOAL_ERR_FORMAT;
-                    need += mult * c;
-                } else {
-                    n = c + extra;
-                }
-            }
-        }
-        if (need > r->len - r->off)
-            return SHOAL_ERR_FORMAT;
-        if (n > r->len - r->off)
-            return SHOAL_ERR_FORMAT;
-        r->off += (size_t)n;
-    }
-    return SHOAL_OK;
-}
-
-/* ------------------------------------------------------------------ */
 /* Text                                                                */
-
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 if invalid (NUL
- * counts as invalid: text fields never hold it). */
-static size_t utf8_seq(const uint8_t *s, size_t n)
-{
-    uint8_t c = s[0];
-    if (c == 0)
-        return 0;
-    if (c < 0x80)
-        return 1;
-    size_t k;
-    uint32_t cp, min;
-    if (c >= 0xc2 && c <= 0xdf) {
-        k = 2; cp = c & 0x1f; min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        k = 3; cp = c & 0x0f; min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        k = 4; cp = c & 0x07; min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (k > n)
-        return 0;
-    for (size_t i = 1; i < k; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return k;
-}
-
-static int utf8_valid(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        size_t k = utf8_seq(s + i, n - i);
-        if (k == 0)
-            return 0;
-        i += k;
-    }
-    return 1;
-}
 
 /* A NUL-terminated text field of `size` bytes is well-formed. */
 static int text_ok(const char *field, size_t size)
 {
     size_t n = strnlen(field, size);
-    return n < size && utf8_valid((const uint8_t *)field, n);
+    return n < size && shoal_mpr_utf8_valid((const uint8_t *)field, n);
 }
 
 int shoal_wire_text_set(char *field, size_t field_size, const char *text)
@@ -430,7 +172,7 @@ int shoal_wire_text_set(char *field, size_t field_size, const char *text)
         size_t n = strlen(text);
         size_t i = 0;
         while (i < n) {
-            size_t k = utf8_seq(s + i, n - i);
+            size_t k = shoal_mpr_utf8_seq(s + i, n - i);
             size_t w = k ? k : 1;
             if (w > field_size - 1 - o) {
                 cut = 1;
@@ -536,7 +278,7 @@ static int header_check(const shoal_wire_header *h)
     for (uint32_t i = 0; i < h->nroute; i++) {
         const shoal_wire_bytes *a = &h->route[i].addr;
         if (a->len < 1 || a->len >= SHOAL_WIRE_ADDR_MAX || !a->ptr ||
-            memchr(a->ptr, 0, a->len) || !utf8_valid(a->ptr, a->len))
+            memchr(a->ptr, 0, a->len) || !shoal_mpr_utf8_valid(a->ptr, a->len))
             return SHOAL_ERR_FORMAT;
     }
     if ((h->has & SHOAL_WIRE_HAS_THROUGHPUT) &&
@@ -558,6 +300,20 @@ static int header_check(const shoal_wire_header *h)
     }
     if ((h->has & SHOAL_WIRE_HAS_REPLY_CODEC) && h->reply_codec >= SHOAL_CODEC__COUNT)
         return SHOAL_ERR_UNSUPPORTED;
+    if (h->op == SHOAL_OP_PING) {
+        /* a pad: one flat F32 tensor, bounded; what a reply may send back
+         * is bounded by what its request brought (no amplification) */
+        const shoal_codec_desc *d = &h->tensors[0];
+        if (h->ntensors > 1 || (h->ntensors == 1 && (d->codec != SHOAL_CODEC_F32 ||
+                                                     d->ndim != 1 ||
+                                                     d->nbytes > SHOAL_WIRE_PAD_MAX)))
+            return SHOAL_ERR_FORMAT;
+        if ((h->has & SHOAL_WIRE_HAS_PAD) &&
+            (reply || h->pad % 4 != 0 || h->pad > (h->ntensors ? d->nbytes : 0)))
+            return SHOAL_ERR_FORMAT;
+    } else if (h->has & SHOAL_WIRE_HAS_PAD) {
+        return SHOAL_ERR_FORMAT;
+    }
     return SHOAL_OK;
 }
 
@@ -762,6 +518,8 @@ int shoal_wire_encode(const shoal_wire_header *h, uint8_t *out, size_t cap,
             PK(msgpack_pack_uint64(&pk, hp->token));
         }
     }
+    if (has & SHOAL_WIRE_HAS_PAD)
+        PK(pack_u64(&pk, "pad", h->pad));
     if (h->ntensors) {
         PK(pack_key(&pk, "t"));
         PK(msgpack_pack_array(&pk, h->ntensors));
@@ -797,7 +555,7 @@ enum key_id {
     K_V, K_OP, K_ID, K_FL, K_SID, K_STEP, K_POS, K_MAXLEN, K_RC, K_SPAN,
     K_ERR, K_MSG, K_MODEL, K_MHASH, K_WTYPE, K_FREE, K_SW, K_NBLK, K_DIM,
     K_CODECS, K_TPUT, K_TARGET, K_ADDR, K_VALS, K_T, K_LORA, K_OPT, K_ADAPTER,
-    K_STATE, K_PTOK, K_ROUTE,
+    K_STATE, K_PTOK, K_ROUTE, K_PAD,
     K__COUNT
 };
 _Static_assert(K__COUNT <= 32, "decode tracks seen keys in a uint32_t");
@@ -813,6 +571,7 @@ static const char *const key_names[K__COUNT] = {
     [K_ADDR] = "addr", [K_VALS] = "vals", [K_T] = "t",
     [K_LORA] = "lora", [K_OPT] = "opt", [K_ADAPTER] = "adapter",
     [K_STATE] = "state", [K_PTOK] = "ptok", [K_ROUTE] = "route",
+    [K_PAD] = "pad",
 };
 
 static int key_lookup(const uint8_t *k, uint32_t n)
@@ -823,43 +582,21 @@ static int key_lookup(const uint8_t *k, uint32_t n)
     return -1;
 }
 
-/* A str into a NUL-terminated text field of `size` bytes. */
-static int rd_text(rd *r, char *field, size_t size)
-{
-    const uint8_t *s;
-    uint32_t n;
-    if (rd_raw(r, 0, &s, &n) || n >= size || !utf8_valid(s, n))
-        return SHOAL_ERR_FORMAT;
-    memcpy(field, s, n);
-    field[n] = 0;
-    return SHOAL_OK;
-}
-
-static int rd_bin_exact(rd *r, uint8_t *out, uint32_t size)
-{
-    const uint8_t *s;
-    uint32_t n;
-    if (rd_raw(r, 1, &s, &n) || n != size)
-        return SHOAL_ERR_FORMAT;
-    memcpy(out, s, n);
-    return SHOAL_OK;
-}
-
-static int rd_tensor(rd *r, shoal_codec_desc *d)
+static int rd_tensor(shoal_mpr *r, shoal_codec_desc *d)
 {
     uint32_t n;
-    if (rd_count(r, 1, &n))
+    if (shoal_mpr_count(r, 1, &n))
         return SHOAL_ERR_FORMAT;
     int seen = 0;
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *k;
         uint32_t kn;
         uint64_t u;
-        if (rd_raw(r, 0, &k, &kn))
+        if (shoal_mpr_raw(r, 0, &k, &kn))
             return SHOAL_ERR_FORMAT;
         int key = kn == 1 ? (k[0] == 'c' ? 0 : k[0] == 's' ? 1 : k[0] == 'n' ? 2 : -1) : -1;
         if (key < 0) {
-            if (rd_skip(r))
+            if (shoal_mpr_skip(r))
                 return SHOAL_ERR_FORMAT;
             continue;
         }
@@ -867,18 +604,18 @@ static int rd_tensor(rd *r, shoal_codec_desc *d)
             return SHOAL_ERR_FORMAT;
         seen |= 1 << key;
         if (key == 0) {
-            if (rd_u32(r, &d->codec))
+            if (shoal_mpr_u32(r, &d->codec))
                 return SHOAL_ERR_FORMAT;
         } else if (key == 1) {
             uint32_t nd;
-            if (rd_count(r, 0, &nd) || nd < 1 || nd > SHOAL_CODEC_MAX_DIMS)
+            if (shoal_mpr_count(r, 0, &nd) || nd < 1 || nd > SHOAL_CODEC_MAX_DIMS)
                 return SHOAL_ERR_FORMAT;
             d->ndim = nd;
             for (uint32_t j = 0; j < nd; j++)
-                if (rd_u32(r, &d->shape[j]))
+                if (shoal_mpr_u32(r, &d->shape[j]))
                     return SHOAL_ERR_FORMAT;
         } else {
-            if (rd_uint(r, UINT64_MAX, &u))
+            if (shoal_mpr_uint(r, UINT64_MAX, &u))
                 return SHOAL_ERR_FORMAT;
             d->nbytes = u;
         }
@@ -886,67 +623,67 @@ static int rd_tensor(rd *r, shoal_codec_desc *d)
     return seen == 7 ? SHOAL_OK : SHOAL_ERR_FORMAT;
 }
 
-static int rd_field(rd *r, int key, shoal_wire_header *h)
+static int rd_field(shoal_mpr *r, int key, shoal_wire_header *h)
 {
     uint64_t u;
     uint32_t n;
     switch (key) {
-    case K_V: return rd_u32(r, &h->version);
+    case K_V: return shoal_mpr_u32(r, &h->version);
     case K_OP:
-        if (rd_uint(r, UINT16_MAX, &u))
+        if (shoal_mpr_uint(r, UINT16_MAX, &u))
             return SHOAL_ERR_FORMAT;
         h->op = (uint16_t)u;
         return SHOAL_OK;
-    case K_ID: return rd_uint(r, UINT64_MAX, &h->request_id);
+    case K_ID: return shoal_mpr_uint(r, UINT64_MAX, &h->request_id);
     case K_FL:
-        if (rd_uint(r, UINT16_MAX, &u))
+        if (shoal_mpr_uint(r, UINT16_MAX, &u))
             return SHOAL_ERR_FORMAT;
         h->flags = (uint16_t)u;
         return SHOAL_OK;
-    case K_SID: h->has |= SHOAL_WIRE_HAS_SESSION; return rd_uint(r, UINT64_MAX, &h->session_id);
-    case K_STEP: h->has |= SHOAL_WIRE_HAS_STEP; return rd_uint(r, UINT64_MAX, &h->step_id);
-    case K_POS: h->has |= SHOAL_WIRE_HAS_POSITION; return rd_u32(r, &h->position);
-    case K_MAXLEN: h->has |= SHOAL_WIRE_HAS_MAX_LENGTH; return rd_u32(r, &h->max_length);
-    case K_RC: h->has |= SHOAL_WIRE_HAS_REPLY_CODEC; return rd_u32(r, &h->reply_codec);
+    case K_SID: h->has |= SHOAL_WIRE_HAS_SESSION; return shoal_mpr_uint(r, UINT64_MAX, &h->session_id);
+    case K_STEP: h->has |= SHOAL_WIRE_HAS_STEP; return shoal_mpr_uint(r, UINT64_MAX, &h->step_id);
+    case K_POS: h->has |= SHOAL_WIRE_HAS_POSITION; return shoal_mpr_u32(r, &h->position);
+    case K_MAXLEN: h->has |= SHOAL_WIRE_HAS_MAX_LENGTH; return shoal_mpr_u32(r, &h->max_length);
+    case K_RC: h->has |= SHOAL_WIRE_HAS_REPLY_CODEC; return shoal_mpr_u32(r, &h->reply_codec);
     case K_SPAN:
         h->has |= SHOAL_WIRE_HAS_SPAN;
-        if (rd_count(r, 0, &n) || n != 2)
+        if (shoal_mpr_count(r, 0, &n) || n != 2)
             return SHOAL_ERR_FORMAT;
-        if (rd_u32(r, &h->span_start) || rd_u32(r, &h->span_end))
+        if (shoal_mpr_u32(r, &h->span_start) || shoal_mpr_u32(r, &h->span_end))
             return SHOAL_ERR_FORMAT;
         return SHOAL_OK;
-    case K_ERR: h->has |= SHOAL_WIRE_HAS_ERROR; return rd_u32(r, &h->error);
+    case K_ERR: h->has |= SHOAL_WIRE_HAS_ERROR; return shoal_mpr_u32(r, &h->error);
     case K_MSG:
         h->has |= SHOAL_WIRE_HAS_MESSAGE;
-        return rd_text(r, h->message, sizeof h->message);
+        return shoal_mpr_text(r, h->message, sizeof h->message);
     case K_MODEL:
         h->has |= SHOAL_WIRE_HAS_MODEL;
-        return rd_text(r, h->model, sizeof h->model);
+        return shoal_mpr_text(r, h->model, sizeof h->model);
     case K_MHASH:
         h->has |= SHOAL_WIRE_HAS_MODEL_HASH;
-        return rd_bin_exact(r, h->model_hash, sizeof h->model_hash);
-    case K_WTYPE: h->has |= SHOAL_WIRE_HAS_WEIGHT_TYPE; return rd_u32(r, &h->weight_type);
-    case K_FREE: h->has |= SHOAL_WIRE_HAS_FREE_TOKENS; return rd_uint(r, UINT64_MAX, &h->free_tokens);
+        return shoal_mpr_bin_exact(r, h->model_hash, sizeof h->model_hash);
+    case K_WTYPE: h->has |= SHOAL_WIRE_HAS_WEIGHT_TYPE; return shoal_mpr_u32(r, &h->weight_type);
+    case K_FREE: h->has |= SHOAL_WIRE_HAS_FREE_TOKENS; return shoal_mpr_uint(r, UINT64_MAX, &h->free_tokens);
     case K_SW:
         h->has |= SHOAL_WIRE_HAS_SOFTWARE;
-        return rd_text(r, h->software, sizeof h->software);
-    case K_NBLK: h->has |= SHOAL_WIRE_HAS_NBLOCKS; return rd_u32(r, &h->nblocks);
-    case K_DIM: h->has |= SHOAL_WIRE_HAS_DIM; return rd_u32(r, &h->dim);
-    case K_CODECS: h->has |= SHOAL_WIRE_HAS_CODECS; return rd_u32(r, &h->codecs);
-    case K_TPUT: h->has |= SHOAL_WIRE_HAS_THROUGHPUT; return rd_double(r, &h->throughput);
+        return shoal_mpr_text(r, h->software, sizeof h->software);
+    case K_NBLK: h->has |= SHOAL_WIRE_HAS_NBLOCKS; return shoal_mpr_u32(r, &h->nblocks);
+    case K_DIM: h->has |= SHOAL_WIRE_HAS_DIM; return shoal_mpr_u32(r, &h->dim);
+    case K_CODECS: h->has |= SHOAL_WIRE_HAS_CODECS; return shoal_mpr_u32(r, &h->codecs);
+    case K_TPUT: h->has |= SHOAL_WIRE_HAS_THROUGHPUT; return shoal_mpr_double(r, &h->throughput);
     case K_TARGET:
         h->has |= SHOAL_WIRE_HAS_TARGET;
-        return rd_bin_exact(r, h->target, sizeof h->target);
+        return shoal_mpr_bin_exact(r, h->target, sizeof h->target);
     case K_ADDR:
         h->has |= SHOAL_WIRE_HAS_ADDR;
-        return rd_text(r, h->addr, sizeof h->addr);
+        return shoal_mpr_text(r, h->addr, sizeof h->addr);
     case K_VALS:
         h->has |= SHOAL_WIRE_HAS_VALUES;
-        if (rd_count(r, 0, &n) || n > SHOAL_WIRE_MAX_VALUES)
+        if (shoal_mpr_count(r, 0, &n) || n > SHOAL_WIRE_MAX_VALUES)
             return SHOAL_ERR_FORMAT;
         for (uint32_t i = 0; i < n; i++) {
             shoal_wire_bytes *v = &h->values[i];
-            if (rd_raw(r, 1, &v->ptr, &v->len) || v->len > SHOAL_WIRE_VALUE_MAX)
+            if (shoal_mpr_raw(r, 1, &v->ptr, &v->len) || v->len > SHOAL_WIRE_VALUE_MAX)
                 return SHOAL_ERR_FORMAT;
             if (v->len == 0)
                 v->ptr = NULL;
@@ -955,41 +692,42 @@ static int rd_field(rd *r, int key, shoal_wire_header *h)
         return SHOAL_OK;
     case K_LORA:
         h->has |= SHOAL_WIRE_HAS_LORA;
-        if (rd_count(r, 0, &n) || n != 4)
+        if (shoal_mpr_count(r, 0, &n) || n != 4)
             return SHOAL_ERR_FORMAT;
-        if (rd_u32(r, &h->lora_rank) || rd_double(r, &h->lora_alpha) ||
-            rd_u32(r, &h->lora_targets) || rd_uint(r, UINT64_MAX, &h->lora_seed))
+        if (shoal_mpr_u32(r, &h->lora_rank) || shoal_mpr_double(r, &h->lora_alpha) ||
+            shoal_mpr_u32(r, &h->lora_targets) || shoal_mpr_uint(r, UINT64_MAX, &h->lora_seed))
             return SHOAL_ERR_FORMAT;
         return SHOAL_OK;
     case K_OPT:
         h->has |= SHOAL_WIRE_HAS_OPT;
-        if (rd_count(r, 0, &n) || n != 5)
+        if (shoal_mpr_count(r, 0, &n) || n != 5)
             return SHOAL_ERR_FORMAT;
-        if (rd_double(r, &h->opt_lr) || rd_double(r, &h->opt_beta1) ||
-            rd_double(r, &h->opt_beta2) || rd_double(r, &h->opt_eps) ||
-            rd_double(r, &h->opt_wd))
+        if (shoal_mpr_double(r, &h->opt_lr) || shoal_mpr_double(r, &h->opt_beta1) ||
+            shoal_mpr_double(r, &h->opt_beta2) || shoal_mpr_double(r, &h->opt_eps) ||
+            shoal_mpr_double(r, &h->opt_wd))
             return SHOAL_ERR_FORMAT;
         return SHOAL_OK;
     case K_ADAPTER:
         h->has |= SHOAL_WIRE_HAS_ADAPTER;
-        return rd_text(r, h->adapter, sizeof h->adapter);
-    case K_STATE: h->has |= SHOAL_WIRE_HAS_STATE; return rd_u32(r, &h->state);
-    case K_PTOK: h->has |= SHOAL_WIRE_HAS_PUSH_TOKEN; return rd_uint(r, UINT64_MAX, &h->push_token);
+        return shoal_mpr_text(r, h->adapter, sizeof h->adapter);
+    case K_STATE: h->has |= SHOAL_WIRE_HAS_STATE; return shoal_mpr_u32(r, &h->state);
+    case K_PTOK: h->has |= SHOAL_WIRE_HAS_PUSH_TOKEN; return shoal_mpr_uint(r, UINT64_MAX, &h->push_token);
     case K_ROUTE:
         h->has |= SHOAL_WIRE_HAS_ROUTE;
-        if (rd_count(r, 0, &n) || n < 1 || n > SHOAL_WIRE_MAX_ROUTE)
+        if (shoal_mpr_count(r, 0, &n) || n < 1 || n > SHOAL_WIRE_MAX_ROUTE)
             return SHOAL_ERR_FORMAT;
         for (uint32_t i = 0; i < n; i++) {
             shoal_wire_hop *hp = &h->route[i];
             uint32_t m;
-            if (rd_count(r, 0, &m) || m != 3 || rd_raw(r, 0, &hp->addr.ptr, &hp->addr.len) ||
-                rd_uint(r, UINT64_MAX, &hp->session_id) || rd_uint(r, UINT64_MAX, &hp->token))
+            if (shoal_mpr_count(r, 0, &m) || m != 3 || shoal_mpr_raw(r, 0, &hp->addr.ptr, &hp->addr.len) ||
+                shoal_mpr_uint(r, UINT64_MAX, &hp->session_id) || shoal_mpr_uint(r, UINT64_MAX, &hp->token))
                 return SHOAL_ERR_FORMAT;
         }
         h->nroute = n; /* addresses are checked with the rest of the header */
         return SHOAL_OK;
+    case K_PAD: h->has |= SHOAL_WIRE_HAS_PAD; return shoal_mpr_u32(r, &h->pad);
     case K_T:
-        if (rd_count(r, 0, &n) || n == 0 || n > SHOAL_WIRE_MAX_TENSORS)
+        if (shoal_mpr_count(r, 0, &n) || n == 0 || n > SHOAL_WIRE_MAX_TENSORS)
             return SHOAL_ERR_FORMAT;
         for (uint32_t i = 0; i < n; i++)
             if (rd_tensor(r, &h->tensors[i]))
@@ -1004,26 +742,26 @@ static int rd_field(rd *r, int key, shoal_wire_header *h)
  * typed. Returns a bitmask: 1 if v was read, 2 if id was. */
 static int scan_v_id(const uint8_t *buf, size_t len, uint32_t *v, uint64_t *id)
 {
-    rd r = {buf, len, 0};
+    shoal_mpr r = {buf, len, 0};
     uint32_t n;
     int got = 0;
-    if (rd_count(&r, 1, &n))
+    if (shoal_mpr_count(&r, 1, &n))
         return 0;
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *k;
         uint32_t kn;
-        if (rd_raw(&r, 0, &k, &kn))
+        if (shoal_mpr_raw(&r, 0, &k, &kn))
             return got;
         int key = key_lookup(k, kn);
         if (key == K_V && !(got & 1)) {
-            if (rd_u32(&r, v))
+            if (shoal_mpr_u32(&r, v))
                 return got;
             got |= 1;
         } else if (key == K_ID && !(got & 2)) {
-            if (rd_uint(&r, UINT64_MAX, id))
+            if (shoal_mpr_uint(&r, UINT64_MAX, id))
                 return got;
             got |= 2;
-        } else if (rd_skip(&r)) {
+        } else if (shoal_mpr_skip(&r)) {
             return got;
         }
     }
@@ -1049,20 +787,20 @@ int shoal_wire_decode(shoal_wire_header *h, const uint8_t *buf, size_t len)
         return SHOAL_ERR_VERSION;
     }
 
-    rd r = {buf, len, 0};
+    shoal_mpr r = {buf, len, 0};
     uint32_t n;
     uint32_t seen = 0;
     int rc = SHOAL_ERR_FORMAT;
-    if (rd_count(&r, 1, &n))
+    if (shoal_mpr_count(&r, 1, &n))
         goto malformed;
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *k;
         uint32_t kn;
-        if (rd_raw(&r, 0, &k, &kn))
+        if (shoal_mpr_raw(&r, 0, &k, &kn))
             goto malformed;
         int key = key_lookup(k, kn);
         if (key < 0) { /* a later version's key: skip it */
-            if (rd_skip(&r))
+            if (shoal_mpr_skip(&r))
                 goto malformed;
             continue;
         }
@@ -1140,6 +878,7 @@ bool shoal_wire_header_equal(const shoal_wire_header *a, const shoal_wire_header
     SAME(SHOAL_WIRE_HAS_ADAPTER, strncmp(a->adapter, b->adapter, sizeof a->adapter) == 0);
     SAME(SHOAL_WIRE_HAS_STATE, a->state == b->state);
     SAME(SHOAL_WIRE_HAS_PUSH_TOKEN, a->push_token == b->push_token);
+    SAME(SHOAL_WIRE_HAS_PAD, a->pad == b->pad);
 #undef SAME
     if (has & SHOAL_WIRE_HAS_ROUTE) {
         if (a->nroute != b->nroute || a->nroute > SHOAL_WIRE_MAX_ROUTE)
@@ -1171,6 +910,41 @@ bool shoal_wire_header_equal(const shoal_wire_header *a, const shoal_wire_header
                 return false;
     }
     return true;
+}
+
+int shoal_wire_ping_init(shoal_wire_header *h, uint64_t request_id, uint32_t send,
+                         uint32_t back)
+{
+    if (!h || send > SHOAL_WIRE_PAD_MAX || send % 4 != 0 || back > send || back % 4 != 0)
+        return SHOAL_ERR_ARG;
+    shoal_wire_header_init(h, SHOAL_OP_PING, request_id);
+    if (back) {
+        h->has |= SHOAL_WIRE_HAS_PAD;
+        h->pad = back;
+    }
+    if (send) {
+        uint32_t shape[1] = {send / 4};
+        if (shoal_codec_desc_init(&h->tensors[0], SHOAL_CODEC_F32, 1, shape))
+            return SHOAL_ERR_ARG;
+        h->ntensors = 1;
+    }
+    return SHOAL_OK;
+}
+
+int shoal_wire_ping_reply(shoal_wire_header *r, const shoal_wire_header *req)
+{
+    if (!r || !req || req->op != SHOAL_OP_PING || (req->flags & SHOAL_WIRE_FLAG_REPLY))
+        return SHOAL_ERR_ARG;
+    shoal_wire_reply_init(r, req);
+    if ((req->has & SHOAL_WIRE_HAS_PAD) && req->pad > 0) {
+        /* header_check held pad <= the request's pad tensor <= the maximum */
+        uint32_t shape[1] = {req->pad / 4};
+        if (req->ntensors != 1 || req->pad > req->tensors[0].nbytes ||
+            shoal_codec_desc_init(&r->tensors[0], SHOAL_CODEC_F32, 1, shape))
+            return SHOAL_ERR_ARG;
+        r->ntensors = 1;
+    }
+    return SHOAL_OK;
 }
 
 const char *shoal_wire_op_name(int op)

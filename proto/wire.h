@@ -46,6 +46,12 @@
  *   TRAIN_FORWARD    >= 1 tensor
  *   TRAIN_BACKWARD   >= 1 tensor
  *   TRAIN_PULL       step, >= 1 tensor
+ * PING may carry a pad, to time a link's bandwidth (docs/WIRE.md): a request
+ * has at most one tensor (the pad it sends: F32, one dim, at most
+ * SHOAL_WIRE_PAD_MAX bytes) and "pad" (bytes asked back: a multiple of 4,
+ * at most the request's own pad bytes, so a reply never outgrows its
+ * request); a reply has at most one tensor of the same form. "pad" is
+ * allowed in PING requests only.
  * Other ops, including reserved and unknown ones, need only the common keys:
  * a node answers an op it does not serve with an ERROR reply carrying
  * SHOAL_ERR_UNSUPPORTED. Whenever span is present, start <= end. Text fields
@@ -151,7 +157,8 @@ enum {
     SHOAL_WIRE_HAS_STATE = 1u << 23,      /* "state" */
     SHOAL_WIRE_HAS_PUSH_TOKEN = 1u << 24, /* "ptok" */
     SHOAL_WIRE_HAS_ROUTE = 1u << 25,      /* "route" */
-    SHOAL_WIRE_HAS__ALL = (1u << 26) - 1
+    SHOAL_WIRE_HAS_PAD = 1u << 26,        /* "pad" */
+    SHOAL_WIRE_HAS__ALL = (1u << 27) - 1
 };
 
 /* Limits of the header and its fields. Text sizes include the NUL. */
@@ -166,6 +173,7 @@ enum {
 #define SHOAL_WIRE_VALUE_MAX 4096         /* bytes of one value */
 #define SHOAL_WIRE_ADAPTER_MAX 256
 #define SHOAL_WIRE_MAX_ROUTE 16           /* hops of a push route */
+#define SHOAL_WIRE_PAD_MAX (256 * 1024)   /* bytes of a PING's pad, each way */
 
 /* A byte string inside a frame: after decode it points into the buffer
  * given to shoal_wire_decode() and is valid only while that buffer is. */
@@ -243,6 +251,10 @@ typedef struct shoal_wire_header {
     uint32_t nroute;         /* "route": 1..SHOAL_WIRE_MAX_ROUTE hops */
     shoal_wire_hop route[SHOAL_WIRE_MAX_ROUTE];
 
+    /* Link measurement (PING requests). */
+    uint32_t pad;            /* "pad": bytes of the request's pad tensor to
+                                send back in the reply */
+
     /* Tensor frames that follow the header, in order ("t"). */
     uint32_t ntensors;
     shoal_codec_desc tensors[SHOAL_WIRE_MAX_TENSORS];
@@ -317,6 +329,23 @@ int shoal_wire_frames_check(const shoal_wire_header *h, size_t nframes,
 /* True when a and b carry the same fields with the same values (values
  * compared by content). */
 bool shoal_wire_header_equal(const shoal_wire_header *a, const shoal_wire_header *b);
+
+/* A PING request that sends `send` bytes of pad (a multiple of 4, at most
+ * SHOAL_WIRE_PAD_MAX; 0: none) and asks for `back` of them back (a
+ * multiple of 4, at most send): *h is initialized, "pad" set (when back >
+ * 0) and the pad's descriptor added. The requester then sends `send` bytes
+ * (any content; zeros) as the tensor frame. SHOAL_ERR_ARG for other
+ * sizes. */
+int shoal_wire_ping_init(shoal_wire_header *h, uint64_t request_id, uint32_t send,
+                         uint32_t back);
+
+/* The reply to a decoded PING request req: shoal_wire_reply_init, and when
+ * req asks for pad bytes back, the descriptor of req->pad bytes. The
+ * answering node sends the first r->tensors[0].nbytes bytes of req's own
+ * pad frame as the reply's tensor frame (decoding req checked that they
+ * are there). r and req are distinct. SHOAL_ERR_ARG when req is not a
+ * PING request. */
+int shoal_wire_ping_reply(shoal_wire_header *r, const shoal_wire_header *req);
 
 /* "ping", "info", ... for a known op; NULL otherwise. */
 const char *shoal_wire_op_name(int op);

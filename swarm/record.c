@@ -14,6 +14,7 @@
 #include <sodium.h>
 
 #include "kernels/err.h"
+#include "proto/mpread.h"
 
 static const char sign_domain[] = "shoal-record-v1";
 #define SIGN_DOMAIN_LEN (sizeof sign_domain - 1)
@@ -45,48 +46,11 @@ const char *shoal_record_state_name(uint32_t state)
 /* ------------------------------------------------------------------ */
 /* Field rules                                                         */
 
-/* s[0..n) is UTF-8 without NUL. */
-static int utf8_ok(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        size_t k;
-        uint32_t cp, min;
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            k = 2; cp = c & 0x1f; min = 0x80;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            k = 3; cp = c & 0x0f; min = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            k = 4; cp = c & 0x07; min = 0x10000;
-        } else {
-            return 0;
-        }
-        if (k > n - i)
-            return 0;
-        for (size_t j = 1; j < k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + j] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += k;
-    }
-    return 1;
-}
-
 /* A NUL-terminated field of `size` bytes holds valid text. */
 static int text_ok(const char *field, size_t size)
 {
     size_t n = strnlen(field, size);
-    return n < size && utf8_ok((const uint8_t *)field, n);
+    return n < size && shoal_mpr_utf8_valid((const uint8_t *)field, n);
 }
 
 /* Every rule on r's fields except the signature. 0 or SHOAL_ERR_FORMAT. */
@@ -259,239 +223,6 @@ int shoal_record_sign(shoal_record *r, const shoal_identity *id, uint8_t *out, s
 }
 
 /* ------------------------------------------------------------------ */
-/* Reader over checked bytes                                           */
-
-typedef struct rd {
-    const uint8_t *p;
-    size_t len, off;
-} rd;
-
-static int rd_bytes(rd *r, size_t n, const uint8_t **out)
-{
-    if (n > r->len - r->off)
-        return SHOAL_ERR_FORMAT;
-    *out = r->p + r->off;
-    r->off += n;
-    return SHOAL_OK;
-}
-
-static int rd_be(rd *r, int n, uint64_t *v)
-{
-    const uint8_t *b;
-    if (rd_bytes(r, (size_t)n, &b))
-        return SHOAL_ERR_FORMAT;
-    uint64_t x = 0;
-    for (int i = 0; i < n; i++)
-        x = (x << 8) | b[i];
-    *v = x;
-    return SHOAL_OK;
-}
-
-static int rd_tag(rd *r, uint8_t *t)
-{
-    if (r->off >= r->len)
-        return SHOAL_ERR_FORMAT;
-    *t = r->p[r->off++];
-    return SHOAL_OK;
-}
-
-/* A non-negative integer in any msgpack int form, at most max. */
-static int rd_uint(rd *r, uint64_t max, uint64_t *v)
-{
-    uint8_t t;
-    uint64_t u;
-    if (rd_tag(r, &t))
-        return SHOAL_ERR_FORMAT;
-    if (t <= 0x7f) {
-        u = t;
-    } else if (t >= 0xcc && t <= 0xcf) {
-        if (rd_be(r, 1 << (t - 0xcc), &u))
-            return SHOAL_ERR_FORMAT;
-    } else if (t >= 0xd0 && t <= 0xd3) {
-        int n = 1 << (t - 0xd0);
-        if (rd_be(r, n, &u) || (u >> (8 * n - 1) & 1))
-            return SHOAL_ERR_FORMAT;
-    } else {
-        return SHOAL_ERR_FORMAT;
-    }
-    if (u > max)
-        return SHOAL_ERR_FORMAT;
-    *v = u;
-    return SHOAL_OK;
-}
-
-static int rd_u32(rd *r, uint32_t *v)
-{
-    uint64_t u;
-    if (rd_uint(r, UINT32_MAX, &u))
-        return SHOAL_ERR_FORMAT;
-    *v = (uint32_t)u;
-    return SHOAL_OK;
-}
-
-static int rd_double(rd *r, double *v)
-{
-    uint8_t t;
-    uint64_t u;
-    if (rd_tag(r, &t))
-        return SHOAL_ERR_FORMAT;
-    if (t == 0xca) {
-        if (rd_be(r, 4, &u))
-            return SHOAL_ERR_FORMAT;
-        uint32_t b = (uint32_t)u;
-        float f;
-        memcpy(&f, &b, 4);
-        *v = f;
-    } else if (t == 0xcb) {
-        if (rd_be(r, 8, &u))
-            return SHOAL_ERR_FORMAT;
-        memcpy(v, &u, 8);
-    } else {
-        return SHOAL_ERR_FORMAT;
-    }
-    return SHOAL_OK;
-}
-
-/* An array (map = 0) or map (map = 1) header. */
-static int rd_count(rd *r, int map, uint32_t *n)
-{
-    uint8_t t;
-    uint64_t u;
-    if (rd_tag(r, &t))
-        return SHOAL_ERR_FORMAT;
-    if (t >= (map ? 0x80 : 0x90) && t <= (map ? 0x8f : 0x9f)) {
-        u = t & 0x0f;
-    } else if (t == (map ? 0xde : 0xdc)) {
-        if (rd_be(r, 2, &u))
-            return SHOAL_ERR_FORMAT;
-    } else if (t == (map ? 0xdf : 0xdd)) {
-        if (rd_be(r, 4, &u))
-            return SHOAL_ERR_FORMAT;
-    } else {
-        return SHOAL_ERR_FORMAT;
-    }
-    if (u > (r->len - r->off) / (map ? 2u : 1u))
-        return SHOAL_ERR_FORMAT;
-    *n = (uint32_t)u;
-    return SHOAL_OK;
-}
-
-/* A str (bin = 0) or a bin (bin = 1). */
-static int rd_raw(rd *r, int bin, const uint8_t **s, uint32_t *n)
-{
-    uint8_t t;
-    uint64_t u;
-    if (rd_tag(r, &t))
-        return SHOAL_ERR_FORMAT;
-    if (!bin && t >= 0xa0 && t <= 0xbf) {
-        u = t & 0x1f;
-    } else if (t == (bin ? 0xc4 : 0xd9)) {
-        if (rd_be(r, 1, &u))
-            return SHOAL_ERR_FORMAT;
-    } else if (t == (bin ? 0xc5 : 0xda)) {
-        if (rd_be(r, 2, &u))
-            return SHOAL_ERR_FORMAT;
-    } else if (t == (bin ? 0xc6 : 0xdb)) {
-        if (rd_be(r, 4, &u))
-            return SHOAL_ERR_FORMAT;
-    } else {
-        return SHOAL_ERR_FORMAT;
-    }
-    if (u > r->len - r->off)
-        return SHOAL_ERR_FORMAT;
-    *n = (uint32_t)u;
-    return rd_bytes(r, (size_t)u, s);
-}
-
-/* Skip one object (of any kind). `need` counts objects left to skip; every
- * count is held against the bytes that remain. */
-static int rd_skip(rd *r)
-{
-    uint64_t need = 1;
-    while (need > 0) {
-        need--;
-        uint8_t t;
-        uint64_t n = 0;
-        if (rd_tag(r, &t))
-            return SHOAL_ERR_FORMAT;
-        if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3)
-            continue;
-        if (t >= 0x80 && t <= 0x8f) {
-            need += 2u * (t & 0x0fu);
-        } else if (t >= 0x90 && t <= 0x9f) {
-            need += t & 0x0fu;
-        } else if (t >= 0xa0 && t <= 0xbf) {
-            n = t & 0x1fu;
-        } else {
-            int lb = 0, mult = 0;
-            uint64_t extra = 0;
-            switch (t) {
-            case 0xc4: case 0xd9: lb = 1; break;
-            case 0xc5: case 0xda: lb = 2; break;
-            case 0xc6: case 0xdb: lb = 4; break;
-            case 0xc7: lb = 1; extra = 1; break;
-            case 0xc8: lb = 2; extra = 1; break;
-            case 0xc9: lb = 4; extra = 1; break;
-            case 0xca: n = 4; break;
-            case 0xcb: n = 8; break;
-            case 0xcc: case 0xd0: n = 1; break;
-            case 0xcd: case 0xd1: n = 2; break;
-            case 0xce: case 0xd2: n = 4; break;
-            case 0xcf: case 0xd3: n = 8; break;
-            case 0xd4: n = 2; break;
-            case 0xd5: n = 3; break;
-            case 0xd6: n = 5; break;
-            case 0xd7: n = 9; break;
-            case 0xd8: n = 17; break;
-            case 0xdc: lb = 2; mult = 1; break;
-            case 0xdd: lb = 4; mult = 1; break;
-            case 0xde: lb = 2; mult = 2; break;
-            case 0xdf: lb = 4; mult = 2; break;
-            default: return SHOAL_ERR_FORMAT;
-            }
-            if (lb) {
-                uint64_t c;
-                if (rd_be(r, lb, &c))
-                    return SHOAL_ERR_FORMAT;
-                if (mult) {
-                    if (c > r->len - r->off)
-                        return SHOAL_ERR_FORMAT;
-                    need += (uint64_t)mult * c;
-                } else {
-                    n = c + extra;
-                }
-            }
-        }
-        if (need > r->len - r->off || n > r->len - r->off)
-            return SHOAL_ERR_FORMAT;
-        r->off += (size_t)n;
-    }
-    return SHOAL_OK;
-}
-
-/* A str into a NUL-terminated text field of `size` bytes. */
-static int rd_text(rd *r, char *field, size_t size)
-{
-    const uint8_t *s;
-    uint32_t n;
-    if (rd_raw(r, 0, &s, &n) || n >= size || !utf8_ok(s, n))
-        return SHOAL_ERR_FORMAT;
-    memcpy(field, s, n);
-    field[n] = 0;
-    return SHOAL_OK;
-}
-
-static int rd_bin_exact(rd *r, uint8_t *out, uint32_t size)
-{
-    const uint8_t *s;
-    uint32_t n;
-    if (rd_raw(r, 1, &s, &n) || n != size)
-        return SHOAL_ERR_FORMAT;
-    memcpy(out, s, n);
-    return SHOAL_OK;
-}
-
-/* ------------------------------------------------------------------ */
 /* Decoding                                                            */
 
 enum {
@@ -515,42 +246,42 @@ static int key_lookup(const uint8_t *k, uint32_t n)
     return -1;
 }
 
-static int rd_field(rd *r, int key, shoal_record *rec)
+static int rd_field(shoal_mpr *r, int key, shoal_record *rec)
 {
     uint64_t u;
     uint32_t n;
     switch (key) {
     case K_V:
-        if (rd_u32(r, &n))
+        if (shoal_mpr_u32(r, &n))
             return SHOAL_ERR_FORMAT;
         return n == SHOAL_RECORD_VERSION ? SHOAL_OK : SHOAL_ERR_UNSUPPORTED;
-    case K_PK: return rd_bin_exact(r, rec->pubkey, 32);
-    case K_ADDR: return rd_text(r, rec->addr, sizeof rec->addr);
-    case K_MODEL: return rd_text(r, rec->model, sizeof rec->model);
-    case K_MHASH: return rd_bin_exact(r, rec->model_hash, 32);
-    case K_NBLK: return rd_u32(r, &rec->nblocks);
-    case K_BLK: return rd_u32(r, &rec->block);
+    case K_PK: return shoal_mpr_bin_exact(r, rec->pubkey, 32);
+    case K_ADDR: return shoal_mpr_text(r, rec->addr, sizeof rec->addr);
+    case K_MODEL: return shoal_mpr_text(r, rec->model, sizeof rec->model);
+    case K_MHASH: return shoal_mpr_bin_exact(r, rec->model_hash, 32);
+    case K_NBLK: return shoal_mpr_u32(r, &rec->nblocks);
+    case K_BLK: return shoal_mpr_u32(r, &rec->block);
     case K_SPAN:
-        if (rd_count(r, 0, &n) || n != 2)
+        if (shoal_mpr_count(r, 0, &n) || n != 2)
             return SHOAL_ERR_FORMAT;
-        return rd_u32(r, &rec->span_start) || rd_u32(r, &rec->span_end) ? SHOAL_ERR_FORMAT
+        return shoal_mpr_u32(r, &rec->span_start) || shoal_mpr_u32(r, &rec->span_end) ? SHOAL_ERR_FORMAT
                                                                          : SHOAL_OK;
-    case K_ST: return rd_u32(r, &rec->state);
-    case K_TPUT: return rd_double(r, &rec->throughput);
-    case K_FREE: return rd_uint(r, UINT64_MAX, &rec->free_tokens);
-    case K_WTYPE: return rd_u32(r, &rec->weight_type);
-    case K_SW: return rd_text(r, rec->software, sizeof rec->software);
+    case K_ST: return shoal_mpr_u32(r, &rec->state);
+    case K_TPUT: return shoal_mpr_double(r, &rec->throughput);
+    case K_FREE: return shoal_mpr_uint(r, UINT64_MAX, &rec->free_tokens);
+    case K_WTYPE: return shoal_mpr_u32(r, &rec->weight_type);
+    case K_SW: return shoal_mpr_text(r, rec->software, sizeof rec->software);
     case K_ADP:
-        if (rd_count(r, 0, &n) || n > SHOAL_RECORD_MAX_ADAPTERS)
+        if (shoal_mpr_count(r, 0, &n) || n > SHOAL_RECORD_MAX_ADAPTERS)
             return SHOAL_ERR_FORMAT;
         for (uint32_t i = 0; i < n; i++)
-            if (rd_text(r, rec->adapters[i], sizeof rec->adapters[i]))
+            if (shoal_mpr_text(r, rec->adapters[i], sizeof rec->adapters[i]))
                 return SHOAL_ERR_FORMAT;
         rec->nadapters = n;
         return SHOAL_OK;
-    case K_SEQ: return rd_uint(r, UINT64_MAX, &rec->seq);
+    case K_SEQ: return shoal_mpr_uint(r, UINT64_MAX, &rec->seq);
     case K_EXP:
-        if (rd_uint(r, INT64_MAX, &u))
+        if (shoal_mpr_uint(r, INT64_MAX, &u))
             return SHOAL_ERR_FORMAT;
         rec->expires_ms = (int64_t)u;
         return SHOAL_OK;
@@ -566,20 +297,20 @@ static int body_decode(shoal_record *rec, const uint8_t *body, size_t blen)
     };
     if (shoal_wire_msgpack_check(body, blen, &lim) != SHOAL_OK)
         return SHOAL_ERR_FORMAT;
-    rd r = {body, blen, 0};
+    shoal_mpr r = {body, blen, 0};
     uint32_t n;
-    if (rd_count(&r, 1, &n))
+    if (shoal_mpr_count(&r, 1, &n))
         return SHOAL_ERR_FORMAT;
     uint32_t seen = 0;
     int unsupported = 0;
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *k;
         uint32_t kn;
-        if (rd_raw(&r, 0, &k, &kn))
+        if (shoal_mpr_raw(&r, 0, &k, &kn))
             return SHOAL_ERR_FORMAT;
         int key = key_lookup(k, kn);
         if (key < 0) {
-            if (rd_skip(&r))
+            if (shoal_mpr_skip(&r))
                 return SHOAL_ERR_FORMAT;
             continue;
         }
@@ -615,11 +346,11 @@ int shoal_record_decode(shoal_record *rec, const uint8_t *buf, size_t len)
     int rc = SHOAL_ERR_FORMAT;
     if (shoal_wire_msgpack_check(buf, len, &lim) != SHOAL_OK)
         goto fail;
-    rd r = {buf, len, 0};
+    shoal_mpr r = {buf, len, 0};
     uint32_t n, blen, slen;
     const uint8_t *body, *sig;
-    if (rd_count(&r, 0, &n) || n != 2 || rd_raw(&r, 1, &body, &blen) ||
-        rd_raw(&r, 1, &sig, &slen) || slen != 64 || r.off != len)
+    if (shoal_mpr_count(&r, 0, &n) || n != 2 || shoal_mpr_raw(&r, 1, &body, &blen) ||
+        shoal_mpr_raw(&r, 1, &sig, &slen) || slen != 64 || r.off != len)
         goto fail;
     rc = body_decode(rec, body, blen);
     if (rc)
