@@ -26,7 +26,6 @@
 #include <jansson.h>
 #include <math.h>
 #include <microhttpd.h>
-#include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -36,21 +35,21 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "client/api_request.h"
 #include "client/chat.h"
-#include "client/metrics.h"
+#include "client/http.h"
+#include "client/state.h"
+#include "swarm/metrics.h"
 #include "kernels/err.h"
 #include "swarm/log.h"
 
-#define API_MAX_STOPS 4
-#define API_MAX_STOP_LEN 1024
-#define API_MAX_MESSAGES 4096
 #define API_ERR_MAX 1024
-#define API_COMPLETIONS_DEFAULT_MAX 16 /* OpenAI's default for /v1/completions */
 
-enum { R_CHAT, R_COMPLETIONS, R_MODELS, R_MODEL, R_HEALTH, R_METRICS, R_OTHER, R__COUNT };
+enum { R_CHAT, R_COMPLETIONS, R_MODELS, R_MODEL, R_HEALTH, R_METRICS, R_DASHBOARD, R_STATE,
+       R_OTHER, R__COUNT };
 static const char *const route_label[R__COUNT] = {
     "/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/{id}",
-    "/health", "/metrics", "other"};
+    "/health", "/metrics", "/", "/api/v1/state", "other"};
 
 typedef struct api_slot {
     shoal_gen *gs;
@@ -108,6 +107,10 @@ static int route_of(const char *url, const char **model_id)
         return R_HEALTH;
     if (!strcmp(url, "/metrics"))
         return R_METRICS;
+    if (!strcmp(url, "/") || !strcmp(url, "/index.html"))
+        return R_DASHBOARD;
+    if (!strcmp(url, "/api/v1/state"))
+        return R_STATE;
     return R_OTHER;
 }
 
@@ -146,16 +149,9 @@ struct req {
     size_t len, cap;
     bool too_large, responded;
     /* generation */
-    bool chat, stream, include_usage;
+    shoal_api_job job;         /* the parsed request (client/api_request.h) */
     int slot;                  /* -1: none held */
     shoal_gen *gs;
-    int32_t *prompt;           /* (n_prompt) */
-    int n_prompt, max_tokens;
-    shoal_sampler_params sp;
-    char *stops[API_MAX_STOPS];
-    size_t stop_len[API_MAX_STOPS];
-    int n_stops;
-    int32_t end_tok;
     shoal_gen_out out;
     char piece[SHOAL_GEN_OUT_CAP];
     char *text;                /* the reply so far */
@@ -213,6 +209,8 @@ static enum MHD_Result send_body(req *r, struct MHD_Connection *c, int status,
                                 r->route == R_CHAT || r->route == R_COMPLETIONS
                                     ? "POST, OPTIONS"
                                     : "GET, HEAD, OPTIONS");
+    if (r->route == R_DASHBOARD || r->route == R_STATE || r->route == R_METRICS)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (status == 401)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (status == 429 || status == 503)
@@ -304,7 +302,7 @@ static int slot_acquire(shoal_api *a, req *r, char *err, size_t errlen)
             int l = 0;
             if (a->slots[i].gs)
                 l = common_prefix(shoal_gen_tokens(a->slots[i].gs),
-                                  shoal_gen_pos(a->slots[i].gs), r->prompt, r->n_prompt);
+                                  shoal_gen_pos(a->slots[i].gs), r->job.prompt, r->job.n_prompt);
             if (l > best_len) {
                 best = i;
                 best_len = l;
@@ -394,13 +392,13 @@ static int text_append(req *r, const char *s, size_t n)
 static bool apply_stops(req *r, size_t from)
 {
     size_t best = SIZE_MAX;
-    for (int i = 0; i < r->n_stops; i++) {
-        size_t l = r->stop_len[i];
+    for (int i = 0; i < r->job.n_stops; i++) {
+        size_t l = r->job.stop_len[i];
         if (l > r->text_len)
             continue;
         size_t start = from > l - 1 ? from - (l - 1) : 0;
         for (size_t p = start; p + l <= r->text_len && p < best; p++)
-            if (!memcmp(r->text + p, r->stops[i], l)) {
+            if (!memcmp(r->text + p, r->job.stops[i], l)) {
                 best = p;
                 break;
             }
@@ -418,10 +416,10 @@ static size_t text_ready(const req *r)
     if (r->finish)
         return r->text_len;
     size_t hold = 0;
-    for (int i = 0; i < r->n_stops; i++) {
-        size_t l = r->stop_len[i];
+    for (int i = 0; i < r->job.n_stops; i++) {
+        size_t l = r->job.stop_len[i];
         for (size_t k = l - 1 < r->text_len ? l - 1 : r->text_len; k > hold; k--)
-            if (!memcmp(r->text + r->text_len - k, r->stops[i], k)) {
+            if (!memcmp(r->text + r->text_len - k, r->job.stops[i], k)) {
                 hold = k;
                 break;
             }
@@ -448,21 +446,21 @@ static int gen_start(req *r, char *err, size_t errlen)
     r->gs = s->gs;
     s->gs = NULL;
     int rc;
-    if (!r->gs && (rc = shoal_gen_new(a->lm, &r->sp, &r->gs, err, errlen))) {
+    if (!r->gs && (rc = shoal_gen_new(a->lm, &r->job.sp, &r->gs, err, errlen))) {
         SHOAL_LOG_W("api: cannot open a session: %s", err);
         return rc == SHOAL_ERR_NOMEM ? 500 : 503;
     }
-    if ((rc = shoal_gen_set_sampler(r->gs, &r->sp))) {
+    if ((rc = shoal_gen_set_sampler(r->gs, &r->job.sp))) {
         snprintf(err, errlen, "bad sampling parameters");
         return 400;
     }
-    shoal_metrics_inc(a->metrics, a->m_prompt, NULL, r->n_prompt);
-    if ((rc = shoal_gen_sync(r->gs, r->prompt, r->n_prompt, NULL))) {
+    shoal_metrics_inc(a->metrics, a->m_prompt, NULL, r->job.n_prompt);
+    if ((rc = shoal_gen_sync(r->gs, r->job.prompt, r->job.n_prompt, NULL))) {
         snprintf(err, errlen, "%s", shoal_gen_error(r->gs));
         SHOAL_LOG_W("api: prompt failed: %s", err);
         return shoal_gen_broken(r->gs) ? 503 : 500;
     }
-    shoal_gen_out_init(&r->out, shoal_lm_tokenizer(a->lm), r->prompt[r->n_prompt - 1], true);
+    shoal_gen_out_init(&r->out, shoal_lm_tokenizer(a->lm), r->job.prompt[r->job.n_prompt - 1], true);
     return 0;
 }
 
@@ -483,7 +481,7 @@ static int gen_step(req *r)
         const char *v[1] = {route_label[r->route]};
         shoal_metrics_observe(a->metrics, a->m_ttft, v, now_s() - r->t0);
     }
-    if (shoal_tokenizer_is_eog(tok, next) || next == r->end_tok) {
+    if (shoal_tokenizer_is_eog(tok, next) || next == r->job.end_tok) {
         gen_finish(r, "stop");
         return 0;
     }
@@ -502,7 +500,7 @@ static int gen_step(req *r)
             return 0;
         }
     }
-    if (r->n_gen >= r->max_tokens || shoal_gen_pos(r->gs) >= shoal_gen_ctx(r->gs)) {
+    if (r->n_gen >= r->job.max_tokens || shoal_gen_pos(r->gs) >= shoal_gen_ctx(r->gs)) {
         gen_finish(r, "length");
         return 0;
     }
@@ -512,252 +510,6 @@ static int gen_step(req *r)
         slot_release(a, r);
         return rc;
     }
-    return 0;
-}
-
-/* ---- request parsing ------------------------------------------------------------ */
-
-typedef struct parse_err {
-    int status;
-    const char *param, *code;
-    char msg[API_ERR_MAX];
-} parse_err;
-
-static int bad(parse_err *e, int status, const char *param, const char *code, const char *fmt,
-               ...) __attribute__((format(printf, 5, 6)));
-static int bad(parse_err *e, int status, const char *param, const char *code, const char *fmt,
-               ...)
-{
-    e->status = status;
-    e->param = param;
-    e->code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-    va_end(ap);
-    return status;
-}
-
-/* A number field in [lo, hi], or def when absent or null. */
-static int get_number(json_t *o, const char *key, double lo, double hi, double def, double *out,
-                      parse_err *e)
-{
-    json_t *v = json_object_get(o, key);
-    *out = def;
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_number(v))
-        return bad(e, 400, key, "invalid_type", "'%s' must be a number", key);
-    double d = json_number_value(v);
-    if (!(d >= lo && d <= hi))
-        return bad(e, 400, key, "invalid_value", "'%s' must be between %g and %g", key, lo, hi);
-    *out = d;
-    return 0;
-}
-
-static int get_int(json_t *o, const char *key, long long lo, long long hi, long long def,
-                   long long *out, parse_err *e)
-{
-    json_t *v = json_object_get(o, key);
-    *out = def;
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_integer(v))
-        return bad(e, 400, key, "invalid_type", "'%s' must be an integer", key);
-    long long x = json_integer_value(v);
-    if (x < lo || x > hi)
-        return bad(e, 400, key, "invalid_value", "'%s' must be between %lld and %lld", key, lo,
-                   hi);
-    *out = x;
-    return 0;
-}
-
-static int get_bool(json_t *o, const char *key, bool *out, parse_err *e)
-{
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_boolean(v))
-        return bad(e, 400, key, "invalid_type", "'%s' must be true or false", key);
-    *out = json_is_true(v);
-    return 0;
-}
-
-static int add_stop(req *r, json_t *s, parse_err *e)
-{
-    if (!json_is_string(s))
-        return bad(e, 400, "stop", "invalid_type", "'stop' must be a string or an array of strings");
-    size_t l = json_string_length(s);
-    if (l == 0)
-        return 0;
-    if (l > API_MAX_STOP_LEN)
-        return bad(e, 400, "stop", "invalid_value", "a stop sequence is over %d bytes",
-                   API_MAX_STOP_LEN);
-    if (r->n_stops == API_MAX_STOPS)
-        return bad(e, 400, "stop", "invalid_value", "at most %d stop sequences", API_MAX_STOPS);
-    if (!(r->stops[r->n_stops] = malloc(l)))
-        return bad(e, 500, NULL, NULL, "out of memory");
-    memcpy(r->stops[r->n_stops], json_string_value(s), l);
-    r->stop_len[r->n_stops++] = l;
-    return 0;
-}
-
-/* The text of a message's content: a string, null, or an array of parts
- * of which the {"type": "text", "text": ...} ones are joined. Returns a
- * malloc'ed string or NULL with e set. */
-static char *message_text(json_t *content, int idx, parse_err *e)
-{
-    if (!content || json_is_null(content))
-        return strdup("");
-    if (json_is_string(content))
-        return strndup(json_string_value(content), json_string_length(content));
-    if (!json_is_array(content)) {
-        bad(e, 400, "messages", "invalid_type",
-            "messages[%d].content must be a string or an array of parts", idx);
-        return NULL;
-    }
-    size_t total = 0, i;
-    json_t *part;
-    json_array_foreach(content, i, part) {
-        json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
-        if (!json_is_string(type) || strcmp(json_string_value(type), "text") ||
-            !json_is_string(text)) {
-            bad(e, 400, "messages", "invalid_value",
-                "messages[%d].content[%zu]: only text parts are supported", idx, i);
-            return NULL;
-        }
-        total += json_string_length(text);
-    }
-    char *s = malloc(total + 1), *p = s;
-    if (!s) {
-        bad(e, 500, NULL, NULL, "out of memory");
-        return NULL;
-    }
-    json_array_foreach(content, i, part) {
-        json_t *text = json_object_get(part, "text");
-        memcpy(p, json_string_value(text), json_string_length(text));
-        p += json_string_length(text);
-    }
-    *p = 0;
-    return s;
-}
-
-/* messages -> prompt tokens through the model's template. */
-static int parse_messages(req *r, json_t *msgs, parse_err *e)
-{
-    shoal_api *a = r->a;
-    if (!json_is_array(msgs) || json_array_size(msgs) == 0)
-        return bad(e, 400, "messages", json_is_array(msgs) ? "invalid_value" : "invalid_type",
-                   "'messages' must be a non-empty array");
-    size_t n = json_array_size(msgs);
-    if (n > API_MAX_MESSAGES)
-        return bad(e, 400, "messages", "invalid_value", "more than %d messages",
-                   API_MAX_MESSAGES);
-    shoal_chat_msg *m = calloc(n, sizeof *m);
-    char **texts = calloc(n, sizeof *texts);
-    int status = 0;
-    if (!m || !texts) {
-        status = bad(e, 500, NULL, NULL, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *msg = json_array_get(msgs, i), *role = json_object_get(msg, "role");
-        if (!json_is_object(msg) || !json_is_string(role)) {
-            status = bad(e, 400, "messages", "invalid_type",
-                         "messages[%zu] must be an object with a 'role'", i);
-            goto out;
-        }
-        const char *rn = json_string_value(role);
-        int ro = !strcmp(rn, "developer") ? SHOAL_ROLE_SYSTEM : shoal_chat_role_from_name(rn);
-        if (ro < 0) {
-            status = bad(e, 400, "messages", "invalid_value",
-                         "messages[%zu].role: '%.64s' is not system, user or assistant", i, rn);
-            goto out;
-        }
-        if (!(texts[i] = message_text(json_object_get(msg, "content"), (int)i, e))) {
-            status = e->status ? e->status : bad(e, 500, NULL, NULL, "out of memory");
-            goto out;
-        }
-        m[i] = (shoal_chat_msg){ro, texts[i]};
-    }
-    int tmpl = shoal_lm_chat_template(a->lm), ctx = shoal_lm_ctx(a->lm), got = 0;
-    if (!(r->prompt = malloc((size_t)ctx * sizeof *r->prompt))) {
-        status = bad(e, 500, NULL, NULL, "out of memory");
-        goto out;
-    }
-    int rc = shoal_chat_render(tmpl, shoal_lm_tokenizer(a->lm), m, (int)n, true, r->prompt, ctx,
-                               &got);
-    if (rc == SHOAL_ERR_RANGE || (!rc && got >= ctx)) {
-        status = bad(e, 400, "messages", "context_length_exceeded",
-                     "the messages are %d tokens; the context is %d", got, ctx);
-        goto out;
-    }
-    if (rc == SHOAL_ERR_ARG) {
-        status = bad(e, 400, "messages", "invalid_value",
-                     "the roles of these messages do not fit the model's chat template (%s)",
-                     shoal_chat_template_name(tmpl));
-        goto out;
-    }
-    if (rc) {
-        status = bad(e, 500, NULL, NULL, "cannot render the messages: %s", shoal_strerror(rc));
-        goto out;
-    }
-    r->n_prompt = got;
-    r->end_tok = shoal_chat_end_token(tmpl, shoal_lm_tokenizer(a->lm));
-out:
-    for (size_t i = 0; texts && i < n; i++)
-        free(texts[i]);
-    free(texts);
-    free(m);
-    return status;
-}
-
-/* prompt: a string, an array of one string, or an array of token ids. */
-static int parse_prompt(req *r, json_t *prompt, parse_err *e)
-{
-    shoal_api *a = r->a;
-    const shoal_tokenizer *tok = shoal_lm_tokenizer(a->lm);
-    int ctx = shoal_lm_ctx(a->lm), n_vocab = shoal_tokenizer_n_vocab(tok);
-    if (json_is_array(prompt) && json_array_size(prompt) == 1 &&
-        json_is_string(json_array_get(prompt, 0)))
-        prompt = json_array_get(prompt, 0);
-    if (!(r->prompt = malloc((size_t)ctx * sizeof *r->prompt)))
-        return bad(e, 500, NULL, NULL, "out of memory");
-    if (json_is_string(prompt)) {
-        int got = 0;
-        int rc = shoal_tokenizer_encode(tok, json_string_value(prompt), json_string_length(prompt),
-                                        shoal_tokenizer_add_bos(tok), r->prompt, ctx, &got);
-        if (rc == SHOAL_ERR_RANGE || (!rc && got >= ctx))
-            return bad(e, 400, "prompt", "context_length_exceeded",
-                       "the prompt is %d tokens; the context is %d", got, ctx);
-        if (rc)
-            return bad(e, 500, NULL, NULL, "cannot tokenize the prompt: %s", shoal_strerror(rc));
-        r->n_prompt = got;
-    } else if (json_is_array(prompt) && json_array_size(prompt) > 0) {
-        size_t n = json_array_size(prompt), i;
-        if (n >= (size_t)ctx)
-            return bad(e, 400, "prompt", "context_length_exceeded",
-                       "the prompt is %zu tokens; the context is %d", n, ctx);
-        json_t *t;
-        json_array_foreach(prompt, i, t) {
-            if (!json_is_integer(t) || json_integer_value(t) < 0 ||
-                json_integer_value(t) >= n_vocab)
-                return bad(e, 400, "prompt", "invalid_value",
-                           "'prompt' must be a string, an array of one string, or an array of "
-                           "token ids below %d",
-                           n_vocab);
-            r->prompt[i] = (int32_t)json_integer_value(t);
-        }
-        r->n_prompt = (int)n;
-    } else {
-        return bad(e, 400, "prompt", "invalid_type",
-                   "'prompt' must be a string, an array of one string, or an array of token "
-                   "ids");
-    }
-    if (r->n_prompt == 0)
-        return bad(e, 400, "prompt", "invalid_value",
-                   "the prompt is empty and the model has no BOS token");
-    r->end_tok = -1;
     return 0;
 }
 
@@ -771,116 +523,6 @@ static uint64_t fresh_seed(shoal_api *a)
     return x * 0xBF58476D1CE4E5B9ULL;
 }
 
-/* The JSON body of a completion request -> r's job. 0 or an HTTP status. */
-static int parse_request(req *r, parse_err *e)
-{
-    shoal_api *a = r->a;
-    json_error_t je;
-    json_t *o = json_loadb(r->body ? r->body : "", r->len, JSON_REJECT_DUPLICATES, &je);
-    int status = 0;
-    if (!o)
-        return bad(e, 400, NULL, "invalid_json", "the body is not valid JSON: %s (at %d:%d)",
-                   je.text, je.line, je.column);
-    if (!json_is_object(o)) {
-        status = bad(e, 400, NULL, "invalid_json", "the body must be a JSON object");
-        goto out;
-    }
-    json_t *model = json_object_get(o, "model");
-    if (model && !json_is_null(model)) {
-        if (!json_is_string(model)) {
-            status = bad(e, 400, "model", "invalid_type", "'model' must be a string");
-            goto out;
-        }
-        if (strcmp(json_string_value(model), a->model_name)) {
-            status = bad(e, 404, "model", "model_not_found",
-                         "The model '%.200s' does not exist (this server has '%s')",
-                         json_string_value(model), a->model_name);
-            goto out;
-        }
-    }
-    long long n = 1, max_tokens, seed;
-    double temp, top_p;
-    bool logprobs = false, echo = false;
-    if ((status = get_int(o, "n", 1, 1, 1, &n, e)))
-        goto out;
-    if ((status = get_bool(o, "stream", &r->stream, e)) ||
-        (status = get_bool(o, "logprobs", &logprobs, e)) ||
-        (status = get_bool(o, "echo", &echo, e)))
-        goto out;
-    if (logprobs) {
-        status = bad(e, 400, "logprobs", "unsupported_value", "logprobs are not supported");
-        goto out;
-    }
-    if (echo) {
-        status = bad(e, 400, "echo", "unsupported_value", "echo is not supported");
-        goto out;
-    }
-    json_t *so = json_object_get(o, "stream_options");
-    if (so && !json_is_null(so)) {
-        if (!json_is_object(so)) {
-            status = bad(e, 400, "stream_options", "invalid_type",
-                         "'stream_options' must be an object");
-            goto out;
-        }
-        if ((status = get_bool(so, "include_usage", &r->include_usage, e)))
-            goto out;
-    }
-    int ctx = shoal_lm_ctx(a->lm);
-    long long def_max = r->chat ? ctx : API_COMPLETIONS_DEFAULT_MAX;
-    if ((status = get_int(o, "max_tokens", 1, 1LL << 31, def_max, &max_tokens, e)))
-        goto out;
-    if (r->chat && !json_object_get(o, "max_tokens") &&
-        (status = get_int(o, "max_completion_tokens", 1, 1LL << 31, def_max, &max_tokens, e)))
-        goto out;
-    if ((status = get_number(o, "temperature", 0, 2, 1.0, &temp, e)) ||
-        (status = get_number(o, "top_p", 0, 1, 1.0, &top_p, e)))
-        goto out;
-    if ((status = get_int(o, "seed", INT64_MIN, INT64_MAX, 0, &seed, e)))
-        goto out;
-    json_t *stop = json_object_get(o, "stop");
-    if (stop && !json_is_null(stop)) {
-        if (json_is_array(stop)) {
-            size_t i;
-            json_t *s;
-            json_array_foreach(stop, i, s) if ((status = add_stop(r, s, e))) goto out;
-        } else if ((status = add_stop(r, stop, e))) {
-            goto out;
-        }
-    }
-    if (r->chat) {
-        json_t *msgs = json_object_get(o, "messages");
-        if (!msgs) {
-            status = bad(e, 400, "messages", "missing_required_parameter",
-                         "'messages' is required");
-            goto out;
-        }
-        if ((status = parse_messages(r, msgs, e)))
-            goto out;
-    } else {
-        json_t *prompt = json_object_get(o, "prompt");
-        if (!prompt) {
-            status = bad(e, 400, "prompt", "missing_required_parameter", "'prompt' is required");
-            goto out;
-        }
-        if ((status = parse_prompt(r, prompt, e)))
-            goto out;
-    }
-    long long room = ctx - r->n_prompt;
-    r->max_tokens = (int)(max_tokens < room ? max_tokens : room);
-    r->sp = shoal_sampler_params_default();
-    r->sp.temp = (float)temp;
-    r->sp.top_p = (float)top_p;
-    r->sp.top_k = 0;
-    r->sp.min_p = 0;
-    r->sp.repeat_penalty = 1;
-    r->sp.seed = json_object_get(o, "seed") && !json_is_null(json_object_get(o, "seed"))
-                     ? (uint64_t)seed
-                     : fresh_seed(a);
-out:
-    json_decref(o);
-    return status;
-}
-
 /* ---- answers ------------------------------------------------------------------ */
 
 static json_t *text_json(const char *s, size_t n)
@@ -891,8 +533,8 @@ static json_t *text_json(const char *s, size_t n)
 
 static json_t *usage_json(const req *r)
 {
-    return json_pack("{s:i,s:i,s:i}", "prompt_tokens", r->n_prompt, "completion_tokens",
-                     r->n_gen, "total_tokens", r->n_prompt + r->n_gen);
+    return json_pack("{s:i,s:i,s:i}", "prompt_tokens", r->job.n_prompt, "completion_tokens",
+                     r->n_gen, "total_tokens", r->job.n_prompt + r->n_gen);
 }
 
 /* The whole answer of a plain request. */
@@ -900,7 +542,7 @@ static json_t *answer_json(const req *r)
 {
     shoal_api *a = r->a;
     json_t *choice;
-    if (r->chat)
+    if (r->job.chat)
         choice = json_pack("{s:i,s:{s:s,s:o},s:n,s:s}", "index", 0, "message", "role",
                            "assistant", "content", text_json(r->text, r->text_len), "logprobs",
                            "finish_reason", r->finish);
@@ -908,7 +550,7 @@ static json_t *answer_json(const req *r)
         choice = json_pack("{s:o,s:i,s:n,s:s}", "text", text_json(r->text, r->text_len),
                            "index", 0, "logprobs", "finish_reason", r->finish);
     return json_pack("{s:s,s:s,s:I,s:s,s:[o],s:o,s:n}", "id", r->id, "object",
-                     r->chat ? "chat.completion" : "text_completion", "created",
+                     r->job.chat ? "chat.completion" : "text_completion", "created",
                      (json_int_t)r->created, "model", a->model_name, "choices", choice, "usage",
                      usage_json(r), "system_fingerprint");
 }
@@ -920,7 +562,7 @@ static json_t *chunk_json(const req *r, const char *text, size_t n, const char *
 {
     shoal_api *a = r->a;
     json_t *choice;
-    if (r->chat) {
+    if (r->job.chat) {
         json_t *delta = json_object();
         if (role) {
             json_object_set_new(delta, "role", json_string("assistant"));
@@ -935,9 +577,9 @@ static json_t *chunk_json(const req *r, const char *text, size_t n, const char *
                            "index", 0, "logprobs", "finish_reason", finish);
     }
     json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", r->id, "object",
-                          r->chat ? "chat.completion.chunk" : "text_completion", "created",
+                          r->job.chat ? "chat.completion.chunk" : "text_completion", "created",
                           (json_int_t)r->created, "model", a->model_name, "choices", choice);
-    if (j && r->include_usage)
+    if (j && r->job.include_usage)
         json_object_set_new(j, "usage", json_null());
     return j;
 }
@@ -945,7 +587,7 @@ static json_t *chunk_json(const req *r, const char *text, size_t n, const char *
 static json_t *usage_chunk_json(const req *r)
 {
     return json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", r->id, "object",
-                     r->chat ? "chat.completion.chunk" : "text_completion", "created",
+                     r->job.chat ? "chat.completion.chunk" : "text_completion", "created",
                      (json_int_t)r->created, "model", r->a->model_name, "choices", "usage",
                      usage_json(r));
 }
@@ -986,7 +628,7 @@ static bool stream_next(req *r)
         switch (r->phase) {
         case PH_ROLE:
             r->phase = PH_GEN;
-            if (r->chat)
+            if (r->job.chat)
                 return !sse_set(r, chunk_json(r, NULL, 0, NULL, true), false);
             break;
         case PH_GEN: {
@@ -1005,7 +647,7 @@ static bool stream_next(req *r)
                 return !sse_set(r, chunk_json(r, t, n, NULL, false), false);
             }
             if (r->finish) { /* OpenAI ends with an empty delta and the reason */
-                r->phase = r->include_usage ? PH_USAGE : PH_DONE;
+                r->phase = r->job.include_usage ? PH_USAGE : PH_DONE;
                 return !sse_set(r, chunk_json(r, NULL, 0, r->finish, false), false);
             }
             break;
@@ -1043,10 +685,9 @@ static void req_unref(req *r)
 {
     if (atomic_fetch_sub(&r->refs, 1) != 1)
         return;
-    for (int i = 0; i < r->n_stops; i++)
-        free(r->stops[i]);
+    shoal_api_job_free(&r->job);
     free(r->body);
-    free(r->prompt);
+    free(r->job.prompt);
     free(r->text);
     free(r->sse);
     free(r);
@@ -1069,15 +710,15 @@ static void stream_done(void *cls)
 static enum MHD_Result handle_completion(req *r, struct MHD_Connection *c)
 {
     shoal_api *a = r->a;
-    parse_err e = {0};
+    shoal_api_error e = {0};
     char err[API_ERR_MAX];
-    r->chat = r->route == R_CHAT;
     pthread_mutex_lock(&a->mu);
     bool loaded = a->lm != NULL;
     pthread_mutex_unlock(&a->mu);
     if (!loaded)
         return send_error(r, c, 503, NULL, NULL, "model_loading", "the model is still loading");
-    if (parse_request(r, &e))
+    shoal_api_parse_ctx pc = {a->lm, a->model_name, fresh_seed(a)};
+    if (shoal_api_parse(&pc, r->body, r->len, r->route == R_CHAT, &r->job, &e))
         return send_error(r, c, e.status, NULL, e.param, e.code, "%s", e.msg);
     int status = slot_acquire(a, r, err, sizeof err);
     if (status)
@@ -1089,10 +730,10 @@ static enum MHD_Result handle_completion(req *r, struct MHD_Connection *c)
         return send_error(r, c, status, NULL, NULL,
                           status == 400 ? "invalid_value" : "generation_failed", "%s", err);
     }
-    snprintf(r->id, sizeof r->id, "%s-%016" PRIx64 "%08" PRIx64, r->chat ? "chatcmpl" : "cmpl",
+    snprintf(r->id, sizeof r->id, "%s-%016" PRIx64 "%08" PRIx64, r->job.chat ? "chatcmpl" : "cmpl",
              fresh_seed(a), (uint64_t)atomic_fetch_add(&a->seq, 1));
     r->created = time(NULL);
-    if (r->stream) {
+    if (r->job.stream) {
         struct MHD_Response *resp =
             MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, r,
                                               stream_done);
@@ -1154,6 +795,34 @@ static enum MHD_Result handle_metrics(req *r, struct MHD_Connection *c)
     return send_body(r, c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
 }
 
+static enum MHD_Result handle_dashboard(req *r, struct MHD_Connection *c)
+{
+    if (!r->a->p.state)
+        return send_error(r, c, 404, NULL, NULL, "unknown_url",
+                          "no dashboard: this API was started without --initial-peers");
+    char *page = strdup(shoal_dashboard_html);
+    if (!page)
+        return send_error(r, c, 500, NULL, NULL, NULL, "out of memory");
+    return send_body(r, c, 200, "text/html; charset=utf-8", page, strlen(page));
+}
+
+static enum MHD_Result handle_state(req *r, struct MHD_Connection *c)
+{
+    shoal_api *a = r->a;
+    if (!a->p.state)
+        return send_error(r, c, 404, NULL, NULL, "unknown_url",
+                          "no swarm state: this API was started without --initial-peers");
+    pthread_mutex_lock(&a->mu);
+    json_t *self = json_pack("{s:s,s:s,s:b,s:i,s:i}", "role", "api", "model", a->model_name,
+                             "ready", a->lm && a->covered, "slots", a->p.slots, "slots_busy",
+                             a->n_active);
+    pthread_mutex_unlock(&a->mu);
+    char *text = shoal_state_json(a->p.state, self);
+    if (!text)
+        return send_error(r, c, 500, NULL, NULL, NULL, "out of memory");
+    return send_body(r, c, 200, "application/json", text, strlen(text));
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version,
                                   const char *upload, size_t *upload_size, void **con_cls)
@@ -1197,7 +866,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return send_error(r, c, 405, NULL, NULL, "method_not_allowed",
                               "Method %.16s is not allowed on %s (use %s)", method,
                               route_label[r->route], post ? "POST" : "GET");
-        if (a->api_key && r->route != R_HEALTH && r->route != R_METRICS) {
+        if (a->api_key && r->route != R_HEALTH && r->route != R_METRICS &&
+            r->route != R_DASHBOARD && r->route != R_STATE) { /* public: the swarm's view */
             const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                            MHD_HTTP_HEADER_AUTHORIZATION);
             if (!auth || strncasecmp(auth, "Bearer ", 7))
@@ -1264,6 +934,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return handle_health(r, c);
     case R_METRICS:
         return handle_metrics(r, c);
+    case R_DASHBOARD:
+        return handle_dashboard(r, c);
+    case R_STATE:
+        return handle_state(r, c);
     default:
         return send_error(r, c, 404, NULL, NULL, "unknown_url", "Invalid URL");
     }
@@ -1430,38 +1104,12 @@ int shoal_api_start(const shoal_api_params *p, shoal_api **out, char *err, size_
     a->p.host = a->host;
     a->p.api_key = a->api_key;
 
-    struct addrinfo hints, *ai = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    char port[16];
-    snprintf(port, sizeof port, "%d", p->port);
-    int gai = getaddrinfo(p->host, port, &hints, &ai);
-    if (gai) {
-        snprintf(err, errlen, "--host %s: %s", p->host, gai_strerror(gai));
-        rc = SHOAL_ERR_ARG;
-        goto fail;
-    }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_ERROR_LOG;
-    if (ai->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    a->mhd = MHD_start_daemon(flags, (uint16_t)p->port, NULL, NULL, on_request, a,
-                              MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-                              MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
-    freeaddrinfo(ai);
+    a->mhd = shoal_http_listen(p->host, p->port, (unsigned)p->max_connections, 600, on_request,
+                               a, on_completed, a, &a->port, err, errlen);
     if (!a->mhd) {
-        snprintf(err, errlen, "cannot listen on %s port %d: %s", p->host, p->port,
-                 errno ? strerror(errno) : "libmicrohttpd refused");
         rc = SHOAL_ERR_IO;
         goto fail;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(a->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    a->port = info ? info->port : p->port;
     *out = a;
     return 0;
 fail:

@@ -6,7 +6,9 @@
  *   POST /v1/completions        prompt -> continuation
  *   GET  /v1/models             the one model served (also /v1/models/ID)
  *   GET  /health                200 once the model can be used, else 503
- *   GET  /metrics               Prometheus text (client/metrics.h)
+ *   GET  /metrics               Prometheus text (swarm/metrics.h)
+ *   GET  /                      the swarm dashboard (client/state.h)
+ *   GET  /api/v1/state          the swarm's state as JSON (client/state.h)
  * Streaming answers are server-sent events, `data: {...}` chunks in
  * OpenAI's shape ending with `data: [DONE]`; plain answers carry `usage`.
  * Errors are OpenAI's {"error": {"message", "type", "param", "code"}}
@@ -53,6 +55,10 @@ typedef struct shoal_api_params {
     size_t max_body;        /* bytes of a request body */
     int max_connections;
     double health_interval; /* seconds between route checks (peers) */
+    struct shoal_state *state; /* the swarm's state for GET / (the dashboard)
+                               and /api/v1/state (client/state.h); NULL:
+                               those answer 404. Not owned; must outlive
+                               the server. */
 } shoal_api_params;
 
 /* host 127.0.0.1, port 8080, no key, 4 slots, queue 64, 30 s, 1 MiB body,

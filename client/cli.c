@@ -13,8 +13,8 @@ bool shoal_cli_int(const char *cmd, const char *opt, const char *s, long lo, lon
     errno = 0;
     long v = s && *s ? strtol(s, &end, 10) : 0;
     if (!s || !*s || *end || errno || v < lo || v > hi) {
-        fprintf(stderr, "shoal %s: %s: expected an integer in [%ld, %ld], got '%s'\n", cmd, opt,
-                lo, hi, s ? s : "");
+        fprintf(stderr, "shoal %s: %s: expected an integer in [%ld, %ld], got '%s'\n", cmd,
+                shoal_cli_source(opt, s), lo, hi, s ? s : "");
         return false;
     }
     *out = v;
@@ -27,8 +27,8 @@ bool shoal_cli_u64(const char *cmd, const char *opt, const char *s, uint64_t *ou
     errno = 0;
     unsigned long long v = s && *s && *s != '-' ? strtoull(s, &end, 10) : 0;
     if (!s || !*s || *s == '-' || *end || errno) {
-        fprintf(stderr, "shoal %s: %s: expected a non-negative integer, got '%s'\n", cmd, opt,
-                s ? s : "");
+        fprintf(stderr, "shoal %s: %s: expected a non-negative integer, got '%s'\n", cmd,
+                shoal_cli_source(opt, s), s ? s : "");
         return false;
     }
     *out = v;
@@ -42,8 +42,8 @@ bool shoal_cli_float(const char *cmd, const char *opt, const char *s, double lo,
     errno = 0;
     double v = s && *s ? strtod(s, &end) : 0;
     if (!s || !*s || *end || errno || !isfinite(v) || v < lo || v > hi) {
-        fprintf(stderr, "shoal %s: %s: expected a number in [%g, %g], got '%s'\n", cmd, opt, lo,
-                hi, s ? s : "");
+        fprintf(stderr, "shoal %s: %s: expected a number in [%g, %g], got '%s'\n", cmd,
+                shoal_cli_source(opt, s), lo, hi, s ? s : "");
         return false;
     }
     *out = v;
@@ -55,17 +55,4 @@ double shoal_cli_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-int shoal_cli_bad_option(const char *cmd, int c, char **argv)
-{
-    extern int optind, optopt;
-    const char *arg = argv[optind - 1];
-    if (c == ':')
-        fprintf(stderr, "shoal %s: option '%s' needs a value (see --help)\n", cmd, arg);
-    else if (optopt && arg[0] == '-' && arg[1] != '-')
-        fprintf(stderr, "shoal %s: unknown option '-%c' (see --help)\n", cmd, optopt);
-    else
-        fprintf(stderr, "shoal %s: unknown option '%s' (see --help)\n", cmd, arg);
-    return 2;
 }

@@ -9,16 +9,22 @@
  * The signals are blocked in every thread and taken by sigwait() in the
  * main one, so no handler runs inside the libraries.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "client/api.h"
 #include "client/cli.h"
 #include "client/cmd.h"
 #include "client/gen.h"
+#include "client/state.h"
+#include "kernels/gguf.h"
+#include "kernels/model.h"
+#include "swarm/model_id.h"
 #include "kernels/cpu.h"
 #include "kernels/err.h"
 #include "kernels/pool.h"
@@ -47,7 +53,7 @@ static void api_usage(FILE *out)
             "      --port P            port (default 8080; 0 = any free port)\n"
             "      --api-key KEY       require 'Authorization: Bearer KEY' on the /v1/ routes\n"
             "                          (/health and /metrics stay open; default:\n"
-            "                          $SHOAL_API_KEY, no key when unset)\n"
+            "                          SHOAL_API_KEY, no key when unset)\n"
             "      --model-name NAME   the model's id in the API (default: the file's name\n"
             "                          without .gguf)\n"
             "  -np, --parallel N       generation slots: requests served at once (default 4);\n"
@@ -68,8 +74,8 @@ static void api_usage(FILE *out)
             "                          listens\n"
             "      --health-interval S with --peers: seconds between checks that the peers\n"
             "                          still cover every block (default 5; 1 until they do)\n"
-            "  -v, --verbose           log more (debug)\n"
             "  -h, --help              show this help\n");
+    shoal_cli_help_common(out, "api");
 }
 
 static void api_note(void *ctx, int level, const char *line)
@@ -85,6 +91,32 @@ static void api_event(void *ctx, const char *line)
     shoal_log(SHOAL_LOG_WARN, "api: %s", line);
 }
 
+/* The swarm's state for the dashboard: the model's identity (its GGUF
+ * header only) and the DHT's initial peers. */
+static int api_state_start(const char *model_path, const char *const *initial, size_t n,
+                           shoal_state **out, char *err, size_t errlen)
+{
+    shoal_gguf *g = NULL;
+    shoal_hparams hp;
+    shoal_state_params sp = shoal_state_params_default();
+    char why[1024];
+    int rc = shoal_gguf_open(model_path, &g, why, sizeof why);
+    if (!rc)
+        rc = shoal_hparams_read(g, &hp, why, sizeof why);
+    if (!rc && (rc = shoal_model_id_compute(g, &sp.id)))
+        snprintf(why, sizeof why, "cannot compute the model's identity");
+    shoal_gguf_close(&g);
+    if (rc) {
+        snprintf(err, errlen, "%s: %s", model_path, why);
+        return rc;
+    }
+    sp.initial = initial;
+    sp.n_initial = n;
+    sp.nblocks = (uint32_t)hp.n_layer;
+    sp.model_path = model_path;
+    return shoal_state_start(&sp, out, err, errlen);
+}
+
 int shoal_cmd_api(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -98,7 +130,7 @@ int shoal_cmd_api(int argc, char **argv)
         {"lora", required_argument, 0, 11},       {"address-file", required_argument, 0, 12},
         {"health-interval", required_argument, 0, 13},
         {"adapter", required_argument, 0, 41},
-        {"verbose", no_argument, 0, 'v'},         {"help", no_argument, 0, 'h'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     /* -np is llama.cpp's spelling; getopt would read it as -n p */
@@ -108,24 +140,25 @@ int shoal_cmd_api(int argc, char **argv)
         if (!strcmp(argv[i], "-np"))
             argv[i] = "--parallel";
     }
-    const char *model_path = NULL, *lora_path = NULL, *adapter = NULL, *address_file = NULL;
-    const char *api_key = getenv("SHOAL_API_KEY");
-    char *peers_arg = NULL, *initial_arg = NULL;
+    const char *model_path = NULL, *address_file = NULL;
+    const char *api_key = NULL; /* SHOAL_API_KEY through shoal_cli_prepare */
+    shoal_gen_opts go;
+    shoal_gen_opts_init(&go);
     char model_name[256] = "";
-    int codec = -1;
-    double timeout_s = 30;
     long ctx = 0, threads = shoal_cpu_count(), v;
     shoal_api_params ap = shoal_api_params_default();
     int ch;
+    if ((ch = shoal_cli_prepare("api", opts, ":m:c:t:h", &argc, &argv)))
+        return ch;
     optind = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":m:c:t:vh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":m:c:t:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'm': model_path = optarg; break;
         case 'c': if (!shoal_cli_int("api", "-c", optarg, 1, 1L << 24, &ctx)) return 2; break;
         case 't': if (!shoal_cli_int("api", "-t", optarg, 1, 1024, &threads)) return 2; break;
-        case 1: peers_arg = optarg; break;
-        case 40: initial_arg = optarg; break;
+        case 1: go.peers_arg = optarg; break;
+        case 40: go.initial_arg = optarg; break;
         case 2: ap.host = optarg; break;
         case 3: if (!shoal_cli_int("api", "--port", optarg, 0, 65535, &v)) return 2; ap.port = (int)v; break;
         case 4: api_key = optarg; break;
@@ -139,18 +172,12 @@ int shoal_cmd_api(int argc, char **argv)
         case 6: if (!shoal_cli_int("api", "--parallel", optarg, 1, 1024, &v)) return 2; ap.slots = (int)v; break;
         case 7: if (!shoal_cli_int("api", "--queue", optarg, 0, 1L << 20, &v)) return 2; ap.queue = (int)v; break;
         case 8: if (!shoal_cli_float("api", "--queue-timeout", optarg, 0, 86400, &ap.queue_timeout)) return 2; break;
-        case 9:
-            if ((codec = shoal_gen_parse_codec(optarg)) < 0) {
-                fprintf(stderr, "shoal api: --codec: expected f32, f16, bf16 or int8, got '%s'\n", optarg);
-                return 2;
-            }
-            break;
-        case 10: if (!shoal_cli_float("api", "--timeout", optarg, 0.001, 86400, &timeout_s)) return 2; break;
-        case 11: lora_path = optarg; break;
-        case 41: adapter = optarg; break;
+        case 9: if (!shoal_gen_opts_codec("api", &go, optarg)) return 2; break;
+        case 10: if (!shoal_cli_float("api", "--timeout", optarg, 0.001, 86400, &go.timeout_s)) return 2; break;
+        case 11: go.lora_path = optarg; break;
+        case 41: go.adapter = optarg; break;
         case 12: address_file = optarg; break;
         case 13: if (!shoal_cli_float("api", "--health-interval", optarg, 0.1, 86400, &ap.health_interval)) return 2; break;
-        case 'v': shoal_log_set_level(SHOAL_LOG_DEBUG); break;
         case 'h': api_usage(stdout); return 0;
         default: return shoal_cli_bad_option("api", ch, argv);
         }
@@ -163,36 +190,16 @@ int shoal_cmd_api(int argc, char **argv)
         fprintf(stderr, "shoal api: -m MODEL.gguf is required (see --help)\n");
         return 2;
     }
-    char *peer_addrs[SHOAL_GEN_MAX_PEERS];
-    int n_peers = 0;
-    if (peers_arg && (n_peers = shoal_gen_parse_peers("api", "--peers", peers_arg, peer_addrs,
-                                                      SHOAL_GEN_MAX_PEERS)) < 0)
+    if (shoal_gen_opts_check("api", &go))
         return 2;
-    char *initial_addrs[SHOAL_GEN_MAX_PEERS];
-    int n_initial = 0;
-    if (initial_arg && peers_arg) {
-        fprintf(stderr, "shoal api: --peers or --initial-peers, not both\n");
-        return 2;
-    }
-    if (initial_arg &&
-        (n_initial = shoal_gen_parse_peers("api", "--initial-peers", initial_arg,
-                                           initial_addrs, SHOAL_GEN_MAX_PEERS)) < 0)
-        return 2;
-    if (initial_arg)
-        peers_arg = initial_arg; /* the checks below are about running remotely */
-    if (!peers_arg && codec >= 0) {
-        fprintf(stderr, "shoal api: --codec needs --peers\n");
-        return 2;
-    }
-    if (peers_arg && lora_path) {
-        fprintf(stderr, "shoal api: --lora applies an adapter locally; not with --peers\n");
-        return 2;
-    }
     if (!*model_name)
         shoal_gen_model_name(model_path, model_name, sizeof model_name);
     ap.model_name = model_name;
     ap.api_key = api_key;
-    int timeout_ms = (int)(timeout_s * 1000 + 0.5);
+    if (access(model_path, R_OK) != 0) { /* before listening: a wrong path is not "loading" */
+        fprintf(stderr, "shoal api: %s: cannot open: %s\n", model_path, strerror(errno));
+        return 1;
+    }
 
     /* every thread started from here on inherits the blocked signals */
     sigset_t sigs, old_sigs;
@@ -206,8 +213,16 @@ int shoal_cmd_api(int argc, char **argv)
     char err[2048];
     shoal_api *api = NULL;
     shoal_lm *lm = NULL;
+    shoal_state *state = NULL;
     shoal_cpu_init();
-    int rc = shoal_api_start(&ap, &api, err, sizeof err);
+    int rc;
+    if (go.n_initial && (rc = api_state_start(model_path, (const char *const *)go.initial,
+                                              (size_t)go.n_initial, &state, err, sizeof err))) {
+        fprintf(stderr, "shoal api: %s\n", err);
+        goto out;
+    }
+    ap.state = state;
+    rc = shoal_api_start(&ap, &api, err, sizeof err);
     if (rc) {
         fprintf(stderr, "shoal api: %s\n", err);
         goto out;
@@ -229,16 +244,9 @@ int shoal_cmd_api(int argc, char **argv)
 
     shoal_lm_params lp = shoal_lm_params_default();
     lp.model_path = model_path;
-    lp.peers = (const char *const *)peer_addrs;
-    lp.n_peers = n_peers;
-    lp.initial_peers = (const char *const *)initial_addrs;
-    lp.n_initial_peers = n_initial;
-    lp.remote.codec = codec < 0 ? SHOAL_CODEC_F32 : codec;
-    lp.remote.timeout_ms = timeout_ms < 1 ? 1 : timeout_ms;
+    shoal_gen_opts_apply(&go, &lp);
     lp.ctx = ctx;
     lp.threads = (int)(threads / ap.slots > 0 ? threads / ap.slots : 1);
-    lp.lora_path = lora_path;
-    lp.remote.adapter = adapter;
     lp.note = api_note;
     lp.remote.on_event = api_event;
     if ((rc = shoal_lm_open(&lp, &lm, err, sizeof err))) {
@@ -247,7 +255,7 @@ int shoal_cmd_api(int argc, char **argv)
     }
     shoal_api_set_lm(api, lm);
     fprintf(stderr, "shoal api: model loaded (%s, context %d, %d slot%s)\n",
-            n_peers || n_initial ? "blocks on the peers" : "local", shoal_lm_ctx(lm), ap.slots,
+            shoal_gen_opts_remote(&go) ? "blocks on the peers" : "local", shoal_lm_ctx(lm), ap.slots,
             ap.slots == 1 ? "" : "s");
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -255,6 +263,7 @@ int shoal_cmd_api(int argc, char **argv)
     status = 0;
 out:
     shoal_api_stop(&api);
+    shoal_state_stop(&state);
     shoal_lm_close(&lm);
     pthread_sigmask(SIG_SETMASK, &old_sigs, NULL);
     return status;

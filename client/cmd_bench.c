@@ -20,6 +20,7 @@
 #include "kernels/model.h"
 #include "kernels/pool.h"
 #include "kernels/types.h"
+#include "swarm/progress.h"
 
 #define BW_BYTES (1u << 30)
 
@@ -98,6 +99,7 @@ static void bench_usage(FILE *out)
             "  -r, --repetitions N  repetitions (default 3)\n"
             "      --json           print one JSON object instead of a table\n"
             "  -h, --help           show this help\n");
+    shoal_cli_help_common(out, "bench");
 }
 
 int shoal_cmd_bench(int argc, char **argv)
@@ -111,6 +113,8 @@ int shoal_cmd_bench(int argc, char **argv)
     const char *model_path = NULL;
     long n_prompt = 128, n_gen = 32, threads = shoal_cpu_count(), reps = 3;
     int json = 0, c;
+    if ((c = shoal_cli_prepare("bench", opts, ":m:p:n:t:r:h", &argc, &argv)))
+        return c;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:p:n:t:r:h", opts, NULL)) != -1) {
@@ -174,9 +178,16 @@ int shoal_cmd_bench(int argc, char **argv)
         tokens[i] = (int32_t)(rng % (uint64_t)hp->n_vocab);
     }
     /* Warm-up: fault in every weight page and the caches once. */
+    shoal_progress bar;
+    shoal_progress_init(&bar, "loading the model", 0, SHOAL_PROGRESS_BYTES);
+    shoal_model_prefault(m, shoal_progress_cb, &bar);
+    shoal_progress_fini(&bar, true);
     if ((rc = shoal_fwd_embed(fwd, tokens, 1, x)) || (rc = shoal_fwd_blocks(fwd, kv, 0, 1, x)) ||
         (rc = shoal_fwd_head(fwd, x, 1, logits)))
         goto fail;
+    /* the bar counts tokens (the bandwidth measurement after them is short) */
+    shoal_progress_init(&bar, "benchmark", (uint64_t)(reps * (n_prompt + n_gen)),
+                        SHOAL_PROGRESS_ITEMS);
     for (int r = 0; r < reps; r++) {
         if (n_prompt > 0) {
             double t0 = shoal_cli_now();
@@ -185,6 +196,7 @@ int shoal_cmd_bench(int argc, char **argv)
                 (rc = shoal_fwd_head(fwd, x + (size_t)(n_prompt - 1) * hp->dim, 1, logits)))
                 goto fail;
             pp[r] = (double)n_prompt / (shoal_cli_now() - t0);
+            shoal_progress_set(&bar, bar.done + (uint64_t)n_prompt);
         }
         if (n_gen > 0) {
             double t0 = shoal_cli_now();
@@ -193,10 +205,12 @@ int shoal_cmd_bench(int argc, char **argv)
                     (rc = shoal_fwd_blocks(fwd, kv, i, 1, x)) ||
                     (rc = shoal_fwd_head(fwd, x, 1, logits)))
                     goto fail;
+                shoal_progress_set(&bar, bar.done + 1);
             }
             tg[r] = (double)n_gen / (shoal_cli_now() - t0);
         }
     }
+    shoal_progress_fini(&bar, true);
     double bw = measure_bandwidth(bwpool);
     double wbytes = (double)shoal_model_weight_bytes(m);
     double pp_mean, pp_sd, tg_mean, tg_sd;
@@ -229,6 +243,7 @@ int shoal_cmd_bench(int argc, char **argv)
     status = 0;
     goto out;
 fail:
+    shoal_progress_fini(&bar, false);
     fprintf(stderr, "shoal bench: forward pass failed: %s\n", shoal_strerror(rc));
 out:
     free(pp);

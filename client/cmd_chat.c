@@ -614,6 +614,7 @@ static void chat_usage(FILE *out)
             "      --lora FILE         apply a LoRA adapter (GGUF, llama.cpp layout) locally\n"
             "      --adapter NAME      with peers: use the adapter NAME the nodes serve\n"
             "  -h, --help              show this help\n");
+    shoal_cli_help_common(out, "chat");
 }
 
 int shoal_cmd_chat(int argc, char **argv)
@@ -638,14 +639,17 @@ int shoal_cmd_chat(int argc, char **argv)
         if (!strcmp(argv[i], "-sys"))
             argv[i] = "--system";
     }
-    const char *model_path = NULL, *system = NULL, *lora_path = NULL, *adapter = NULL;
-    char *peers_arg = NULL, *initial_arg = NULL;
-    int codec = -1, tmpl = -1;
-    double timeout_s = 30, d;
+    const char *model_path = NULL, *system = NULL;
+    shoal_gen_opts go;
+    shoal_gen_opts_init(&go);
+    int tmpl = -1;
+    double d;
     long n_predict = 512, ctx = 0, threads = shoal_cpu_count(), v;
     uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     shoal_sampler_params sp = shoal_sampler_params_default();
     int ch;
+    if ((ch = shoal_cli_prepare("chat", opts, ":m:n:c:s:t:h", &argc, &argv)))
+        return ch;
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, ":m:n:c:s:t:h", opts, NULL)) != -1) {
@@ -660,22 +664,18 @@ int shoal_cmd_chat(int argc, char **argv)
         case 3: if (!shoal_cli_float("chat", "--top-p", optarg, 0, 1, &d)) return 2; sp.top_p = (float)d; break;
         case 4: if (!shoal_cli_float("chat", "--min-p", optarg, 0, 1, &d)) return 2; sp.min_p = (float)d; break;
         case 5: if (!shoal_cli_float("chat", "--repeat-penalty", optarg, 0.01, 100, &d)) return 2; sp.repeat_penalty = (float)d; break;
-        case 7: peers_arg = optarg; break;
-        case 40: initial_arg = optarg; break;
-        case 8:
-            if ((codec = shoal_gen_parse_codec(optarg)) < 0) {
-                fprintf(stderr, "shoal chat: --codec: expected f32, f16, bf16 or int8, got '%s'\n", optarg);
-                return 2;
-            }
-            break;
-        case 9: if (!shoal_cli_float("chat", "--timeout", optarg, 0.001, 86400, &timeout_s)) return 2; break;
-        case 10: lora_path = optarg; break;
-        case 41: adapter = optarg; break;
+        case 7: go.peers_arg = optarg; break;
+        case 40: go.initial_arg = optarg; break;
+        case 8: if (!shoal_gen_opts_codec("chat", &go, optarg)) return 2; break;
+        case 9: if (!shoal_cli_float("chat", "--timeout", optarg, 0.001, 86400, &go.timeout_s)) return 2; break;
+        case 10: go.lora_path = optarg; break;
+        case 41: go.adapter = optarg; break;
         case 11: system = optarg; break;
         case 12:
             if ((tmpl = shoal_chat_template_from_name(optarg)) < 0) {
-                fprintf(stderr, "shoal chat: --chat-template: expected none, llama2, llama3, "
-                                "chatml, mistral, gemma or phi3, got '%s'\n", optarg);
+                fprintf(stderr, "shoal chat: %s: expected none, llama2, llama3, chatml, "
+                                "mistral, gemma or phi3, got '%s'\n",
+                        shoal_cli_source("--chat-template", optarg), optarg);
                 return 2;
             }
             break;
@@ -691,32 +691,8 @@ int shoal_cmd_chat(int argc, char **argv)
         fprintf(stderr, "shoal chat: -m MODEL.gguf is required (see --help)\n");
         return 2;
     }
-    char *peer_addrs[SHOAL_GEN_MAX_PEERS];
-    int n_peers = 0;
-    if (peers_arg && (n_peers = shoal_gen_parse_peers("chat", "--peers", peers_arg, peer_addrs,
-                                                      SHOAL_GEN_MAX_PEERS)) < 0)
+    if (shoal_gen_opts_check("chat", &go))
         return 2;
-    char *initial_addrs[SHOAL_GEN_MAX_PEERS];
-    int n_initial = 0;
-    if (initial_arg && peers_arg) {
-        fprintf(stderr, "shoal chat: --peers or --initial-peers, not both\n");
-        return 2;
-    }
-    if (initial_arg &&
-        (n_initial = shoal_gen_parse_peers("chat", "--initial-peers", initial_arg,
-                                           initial_addrs, SHOAL_GEN_MAX_PEERS)) < 0)
-        return 2;
-    if (initial_arg)
-        peers_arg = initial_arg; /* the checks below are about running remotely */
-    if (!peers_arg && codec >= 0) {
-        fprintf(stderr, "shoal chat: --codec needs --peers\n");
-        return 2;
-    }
-    if (peers_arg && lora_path) {
-        fprintf(stderr, "shoal chat: --lora applies an adapter locally; not with --peers\n");
-        return 2;
-    }
-    int timeout_ms = (int)(timeout_s * 1000 + 0.5);
     sp.seed = seed;
 
     chat c;
@@ -729,16 +705,9 @@ int shoal_cmd_chat(int argc, char **argv)
     shoal_cpu_init();
     shoal_lm_params lp = shoal_lm_params_default();
     lp.model_path = model_path;
-    lp.peers = (const char *const *)peer_addrs;
-    lp.n_peers = n_peers;
-    lp.initial_peers = (const char *const *)initial_addrs;
-    lp.n_initial_peers = n_initial;
-    lp.remote.codec = codec < 0 ? SHOAL_CODEC_F32 : codec;
-    lp.remote.timeout_ms = timeout_ms < 1 ? 1 : timeout_ms;
+    shoal_gen_opts_apply(&go, &lp);
     lp.ctx = ctx;
     lp.threads = (int)threads;
-    lp.lora_path = lora_path;
-    lp.remote.adapter = adapter;
     lp.note = chat_note;
     lp.remote.on_event = chat_event;
     int rc = shoal_lm_open(&lp, &c.lm, err, sizeof err);

@@ -222,6 +222,8 @@ int shoal_cmd_dht_probe(int argc, char **argv)
     long lookups = 100, putget = 0, parallel = 8;
     double timeout_s = 60;
     int json = 0, c;
+    if ((c = shoal_cli_prepare("dht-probe", opts, ":h", &argc, &argv)))
+        return c;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
@@ -236,6 +238,7 @@ int shoal_cmd_dht_probe(int argc, char **argv)
         case 'h':
             printf("usage: shoal dht-probe --initial-peers A,... --nodes FILE [--lookups N]\n"
                    "                        [--put-get N] [--parallel P] [--timeout S] [--json]\n");
+            shoal_cli_help_common(stdout, "dht-probe");
             return 0;
         default: return shoal_cli_bad_option("dht-probe", c, argv);
         }

@@ -23,6 +23,7 @@
  * line per step when standard error is not a terminal), the text's loss
  * and perplexity before and after, and a summary.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -82,6 +83,7 @@ static void finetune_usage(FILE *out)
             "      --timeout S           with --peers: seconds to wait for each answer\n"
             "                            (default 30)\n"
             "  -h, --help                show this help\n");
+    shoal_cli_help_common(out, "finetune");
 }
 
 /* Reads the whole file (at most FT_MAX_TEXT bytes). */
@@ -97,6 +99,7 @@ static char *read_text(const char *path, size_t *len)
             if (cap >= FT_MAX_TEXT) {
                 free(buf);
                 buf = NULL;
+                errno = EFBIG;
                 break;
             }
             char *nb = realloc(buf, cap * 2);
@@ -193,6 +196,8 @@ int shoal_cmd_finetune(int argc, char **argv)
     uint64_t seed = 1;
     unsigned targets = SHOAL_PROJ_ALL;
     int c;
+    if ((c = shoal_cli_prepare("finetune", opts, ":m:o:t:h", &argc, &argv)))
+        return c;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:o:t:h", opts, NULL)) != -1) {
@@ -204,8 +209,9 @@ int shoal_cmd_finetune(int argc, char **argv)
         case O_ALPHA: if (!shoal_cli_float("finetune", "--alpha", optarg, 0, 1e6, &alpha)) return 2; break;
         case O_TARGETS:
             if (shoal_proj_parse(optarg, &targets)) {
-                fprintf(stderr, "shoal finetune: --targets: expected a list of q,k,v,o,gate,up,down "
-                                "or all, got '%s'\n", optarg);
+                fprintf(stderr, "shoal finetune: %s: expected a list of q,k,v,o,gate,up,down "
+                                "or all, got '%s'\n",
+                        shoal_cli_source("--targets", optarg), optarg);
                 return 2;
             }
             break;
@@ -238,6 +244,17 @@ int shoal_cmd_finetune(int argc, char **argv)
     int n_peers = 0;
     if (peers_arg && (n_peers = split_peers(peers_arg, peer_addrs, FT_MAX_PEERS)) < 0)
         return 2;
+    { /* a wrong --out is found now, not after the training */
+        char dir[4096];
+        const char *slash = strrchr(out_path, '/');
+        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - out_path) + 1 : 1,
+                 slash ? out_path : ".");
+        if (access(dir, W_OK) != 0) {
+            fprintf(stderr, "shoal finetune: --out %s: cannot write in %s: %s\n", out_path, dir,
+                    strerror(errno));
+            return 1;
+        }
+    }
     const int remote = peers_arg != NULL;
     if (alpha < 0)
         alpha = 2.0 * (double)rank;
@@ -273,9 +290,14 @@ int shoal_cmd_finetune(int argc, char **argv)
         goto out;
     }
     size_t text_len = 0;
+    errno = 0;
     if (!(text = read_text(data_path, &text_len))) {
-        fprintf(stderr, "shoal finetune: cannot read %s (or it is over %zu MiB)\n", data_path,
-                FT_MAX_TEXT >> 20);
+        if (errno == EFBIG)
+            fprintf(stderr, "shoal finetune: --data %s: over %zu MiB; train on a part of it\n",
+                    data_path, FT_MAX_TEXT >> 20);
+        else
+            fprintf(stderr, "shoal finetune: --data %s: cannot read it: %s\n", data_path,
+                    strerror(errno ? errno : EIO));
         goto out;
     }
     if (!(ids = malloc((text_len + 2) * sizeof *ids)))
@@ -401,7 +423,7 @@ int shoal_cmd_finetune(int argc, char **argv)
     }
     const shoal_adapter *ad = remote ? out_ad : shoal_train_span_adapter(span);
     if ((rc = shoal_adapter_save(ad, out_path, err, sizeof err))) {
-        fprintf(stderr, "shoal finetune: %s: %s\n", out_path, err);
+        fprintf(stderr, "shoal finetune: %s\n", err); /* it names the file */
         goto out;
     }
     if (steps > 0)

@@ -82,6 +82,7 @@ static void generate_usage(FILE *out)
             "                          the nodes serve (shoal serve --adapter NAME=FILE); only\n"
             "                          nodes that serve it are chosen\n"
             "  -h, --help              show this help\n");
+    shoal_cli_help_common(out, "generate");
 }
 
 /* Notes from opening the model and the chain, as the tests expect them. */
@@ -161,11 +162,9 @@ int shoal_cmd_generate(int argc, char **argv)
         {"adapter", required_argument, 0, 15},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
-    const char *model_path = NULL, *prompt = "", *adapter = NULL;
-    char *peers_arg = NULL, *initial_arg = NULL;
-    const char *lora_path = NULL;
-    int codec = -1;
-    double timeout_s = 30;
+    const char *model_path = NULL, *prompt = "";
+    shoal_gen_opts go;
+    shoal_gen_opts_init(&go);
     long max_retries = -1;
     int push = 0;
     step_hooks hooks = {0};
@@ -174,6 +173,8 @@ int shoal_cmd_generate(int argc, char **argv)
     uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     shoal_sampler_params sp = shoal_sampler_params_default();
     int c;
+    if ((c = shoal_cli_prepare("generate", opts, ":m:p:n:c:s:t:h", &argc, &argv)))
+        return c;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:p:n:c:s:t:h", opts, NULL)) != -1) {
@@ -190,20 +191,15 @@ int shoal_cmd_generate(int argc, char **argv)
         case 4: if (!shoal_cli_float("generate", "--min-p", optarg, 0, 1, &d)) return 2; sp.min_p = (float)d; break;
         case 5: if (!shoal_cli_float("generate", "--repeat-penalty", optarg, 0.01, 100, &d)) return 2; sp.repeat_penalty = (float)d; break;
         case 6: if (!shoal_cli_int("generate", "--repeat-last-n", optarg, 0, 1L << 20, &v)) return 2; sp.repeat_last_n = (int)v; break;
-        case 7: peers_arg = optarg; break;
-        case 8:
-            if ((codec = shoal_gen_parse_codec(optarg)) < 0) {
-                fprintf(stderr, "shoal generate: --codec: expected f32, f16, bf16 or int8, got '%s'\n", optarg);
-                return 2;
-            }
-            break;
-        case 9: if (!shoal_cli_float("generate", "--timeout", optarg, 0.001, 86400, &timeout_s)) return 2; break;
-        case 10: lora_path = optarg; break;
+        case 7: go.peers_arg = optarg; break;
+        case 8: if (!shoal_gen_opts_codec("generate", &go, optarg)) return 2; break;
+        case 9: if (!shoal_cli_float("generate", "--timeout", optarg, 0.001, 86400, &go.timeout_s)) return 2; break;
+        case 10: go.lora_path = optarg; break;
         case 11: if (!shoal_cli_int("generate", "--max-retries", optarg, 0, 1000, &max_retries)) return 2; break;
         case 12: push = 1; break;
         case 13: if (parse_step_hook(optarg, &hooks)) return 2; break;
-        case 14: initial_arg = optarg; break;
-        case 15: adapter = optarg; break;
+        case 14: go.initial_arg = optarg; break;
+        case 15: go.adapter = optarg; break;
         case 'h': generate_usage(stdout); return 0;
         default: return shoal_cli_bad_option("generate", c, argv);
         }
@@ -216,45 +212,12 @@ int shoal_cmd_generate(int argc, char **argv)
         fprintf(stderr, "shoal generate: -m MODEL.gguf is required (see --help)\n");
         return 2;
     }
-    char *peer_addrs[SHOAL_GEN_MAX_PEERS];
-    int n_peers = 0;
-    if (peers_arg && (n_peers = shoal_gen_parse_peers("generate", "--peers", peers_arg,
-                                                      peer_addrs, SHOAL_GEN_MAX_PEERS)) < 0)
+    if (shoal_gen_opts_check("generate", &go))
         return 2;
-    char *initial_addrs[SHOAL_GEN_MAX_PEERS];
-    int n_initial = 0;
-    if (initial_arg && peers_arg) {
-        fprintf(stderr, "shoal generate: --peers or --initial-peers, not both\n");
-        return 2;
-    }
-    if (initial_arg &&
-        (n_initial = shoal_gen_parse_peers("generate", "--initial-peers", initial_arg,
-                                           initial_addrs, SHOAL_GEN_MAX_PEERS)) < 0)
-        return 2;
-    if (initial_arg)
-        peers_arg = initial_arg; /* the checks below are about running remotely */
-    if (!peers_arg && codec >= 0) {
-        fprintf(stderr, "shoal generate: --codec needs --peers\n");
-        return 2;
-    }
-    if (!peers_arg && (max_retries >= 0 || push)) {
+    if (!shoal_gen_opts_remote(&go) && (max_retries >= 0 || push)) {
         fprintf(stderr, "shoal generate: %s needs --peers\n", push ? "--push" : "--max-retries");
         return 2;
     }
-    if (adapter && !peers_arg && !initial_arg) {
-        fprintf(stderr, "shoal generate: --adapter NAME chooses an adapter the nodes serve; "
-                        "it needs --peers or --initial-peers (use --lora FILE locally)\n");
-        return 2;
-    }
-    if (peers_arg && lora_path) {
-        fprintf(stderr, "shoal generate: --lora applies an adapter locally; not with --peers\n");
-        return 2;
-    }
-    if (codec < 0)
-        codec = SHOAL_CODEC_F32;
-    int timeout_ms = (int)(timeout_s * 1000 + 0.5);
-    if (timeout_ms < 1)
-        timeout_ms = 1;
     sp.seed = seed;
 
     int status = 1;
@@ -272,16 +235,10 @@ int shoal_cmd_generate(int argc, char **argv)
     shoal_cpu_init();
     shoal_lm_params lp = shoal_lm_params_default();
     lp.model_path = model_path;
-    lp.peers = (const char *const *)peer_addrs;
-    lp.n_peers = n_peers;
-    lp.initial_peers = (const char *const *)initial_addrs;
-    lp.n_initial_peers = n_initial;
-    lp.remote.codec = codec;
-    lp.remote.timeout_ms = timeout_ms;
+    shoal_gen_opts_apply(&go, &lp);
     if (max_retries >= 0)
         lp.remote.max_retries = (int)max_retries;
     lp.remote.push = push;
-    lp.remote.adapter = adapter;
     lp.remote.on_event = generate_event;
     if (hooks.n) {
         lp.remote.on_step = generate_step_hook;
@@ -289,7 +246,6 @@ int shoal_cmd_generate(int argc, char **argv)
     }
     lp.ctx = ctx;
     lp.threads = (int)threads;
-    lp.lora_path = lora_path;
     lp.note = generate_note;
     int rc = shoal_lm_open(&lp, &lm, err, sizeof err);
     if (rc) {

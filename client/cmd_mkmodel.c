@@ -41,6 +41,7 @@
 #include "kernels/err.h"
 #include "kernels/gguf.h"
 #include "kernels/types.h"
+#include "swarm/progress.h"
 
 #define MK_CHUNK_BYTES ((size_t)8 << 20)   /* f32 staging per write */
 #define MK_MAX_VOCAB (1L << 22)
@@ -75,6 +76,7 @@ static void mk_usage(FILE *f)
         "\n"
         "Llama-2-7B shapes: --dim 4096 --ffn 11008 --heads 32 --kv-heads 32 --vocab 32000\n"
         "Llama-2-70B shapes: --dim 8192 --ffn 28672 --heads 64 --kv-heads 8 --vocab 32000\n");
+    shoal_cli_help_common(f, "mkmodel");
 }
 
 /* llama.cpp's llama_ftype for a file whose weights are all of `type`. */
@@ -304,7 +306,7 @@ static void mk_add(mk_tensor *ts, long *n, const char *name, int type, long ne0,
 }
 
 static int mk_stream_tensor(shoal_gguf_writer *w, const mk_tensor *t, uint64_t seed,
-                            float *xf, void *xq, char *err, size_t errlen)
+                            float *xf, void *xq, shoal_progress *bar, char *err, size_t errlen)
 {
     mk_rng r = mk_rng_for(seed, t->name);
     int64_t k = t->ne[0], rows = t->n_dims > 1 ? t->ne[1] : 1;
@@ -321,6 +323,7 @@ static int mk_stream_tensor(shoal_gguf_writer *w, const mk_tensor *t, uint64_t s
         int e = shoal_gguf_writer_put_bytes(w, xq, (size_t)nr * row_bytes, err, errlen);
         if (e)
             return e;
+        shoal_progress_set(bar, bar->done + (uint64_t)nr * row_bytes);
     }
     return 0;
 }
@@ -434,16 +437,23 @@ static int mk_write(const mk_params *p)
         fprintf(stderr, "shoal mkmodel: %s\n", err);
         goto out;
     }
-    uint64_t total = 0, params = 0;
+    uint64_t total = 0, params = 0, all = 0;
+    for (long i = 0; i < n; i++)
+        all += shoal_gguf_writer_tensor_bytes(w, i);
+    shoal_progress bar;
+    shoal_progress_init(&bar, "writing", all, SHOAL_PROGRESS_BYTES);
     for (long i = 0; i < n; i++) {
-        if ((e = mk_stream_tensor(w, &ts[i], p->seed, xf, xq, err, sizeof err))) {
+        if ((e = mk_stream_tensor(w, &ts[i], p->seed, xf, xq, &bar, err, sizeof err))) {
+            shoal_progress_fini(&bar, false);
             fprintf(stderr, "shoal mkmodel: %s\n", err);
             goto out;
         }
         total += shoal_gguf_writer_tensor_bytes(w, i);
         params += (uint64_t)(ts[i].ne[0] * (ts[i].n_dims > 1 ? ts[i].ne[1] : 1));
     }
-    if ((e = shoal_gguf_writer_finish(w, err, sizeof err))) {
+    e = shoal_gguf_writer_finish(w, err, sizeof err);
+    shoal_progress_fini(&bar, e == 0);
+    if (e) {
         fprintf(stderr, "shoal mkmodel: %s\n", err);
         goto out;
     }
@@ -491,6 +501,8 @@ int shoal_cmd_mkmodel(int argc, char **argv)
     mk_params p = {.name = "shoal-random", .ctx = 4096, .seed = 1, .type = -1};
     const char *type_name = NULL;
     int c;
+    if ((c = shoal_cli_prepare("mkmodel", opts, ":o:h", &argc, &argv)))
+        return c;
     optind = 0;   /* glibc: a full re-initialisation, so the command can run twice */
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
@@ -526,7 +538,8 @@ int shoal_cmd_mkmodel(int argc, char **argv)
     if (!type_name)
         return mk_fail("--type is required");
     if ((p.type = shoal_type_from_name(type_name)) < 0)
-        return mk_fail("unknown --type '%s' (f32 f16 bf16 q8_0 q4_0 q4_K q6_K)", type_name);
+        return mk_fail("unknown %s '%s' (f32 f16 bf16 q8_0 q4_0 q4_K q6_K)",
+                       shoal_cli_source("--type", type_name), type_name);
     if (p.dim % p.heads)
         return mk_fail("--heads %ld does not divide --dim %ld", p.heads, p.dim);
     if ((p.dim / p.heads) % 2)

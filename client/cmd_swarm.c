@@ -24,6 +24,7 @@
 #include "client/cli.h"
 #include "client/cmd.h"
 #include "client/discover.h"
+#include "client/swarmview.h"
 #include "kernels/err.h"
 #include "kernels/gguf.h"
 #include "kernels/model.h"
@@ -49,50 +50,10 @@ static void swarm_usage(FILE *out)
             "      --json                one JSON object on standard output\n"
             "      --timeout S           seconds for joining and reading (default 10)\n"
             "  -h, --help                show this help\n");
+    shoal_cli_help_common(out, "swarm");
 }
 
-typedef struct swarm_model {
-    const char *path;
-    shoal_model_id id;
-    uint32_t nblocks;
-    shoal_discover_server *sv;
-    size_t nsv;
-    shoal_discover_stats st;
-    uint32_t *served;          /* (nblocks) servers online, answering, holding b */
-    double *tput;              /* (nblocks) their summed throughput */
-    int complete;
-} swarm_model;
-
-static void hex(const uint8_t *b, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++)
-        snprintf(out + 2 * i, 3, "%02x", b[i]);
-}
-
-/* A server serves block b now when it answered, says ONLINE in its record
- * and in INFO, and INFO's span (live) holds b. */
-static int serves(const shoal_discover_server *s, uint32_t b)
-{
-    return s->answered && s->rec.state == SHOAL_RECORD_ONLINE &&
-           s->cand.state != SHOAL_WIRE_STATE_OFFLINE && s->cand.info.span_start <= b &&
-           b < s->cand.info.span_end;
-}
-
-static void summarize(swarm_model *m)
-{
-    m->complete = 1;
-    for (uint32_t b = 0; b < m->nblocks; b++) {
-        m->served[b] = 0;
-        m->tput[b] = 0;
-        for (size_t i = 0; i < m->nsv; i++)
-            if (serves(&m->sv[i], b)) {
-                m->served[b]++;
-                m->tput[b] += m->sv[i].rec.throughput;
-            }
-        if (!m->served[b])
-            m->complete = 0;
-    }
-}
+typedef shoal_swarm_view swarm_model;
 
 static void print_text(const swarm_model *m)
 {
@@ -109,9 +70,12 @@ static void print_text(const swarm_model *m)
         const char *state = shoal_record_state_name(s->rec.state);
         printf("  %u:%u %-7s %10.0f tok/s", s->rec.span_start, s->rec.span_end,
                state ? state : "?", s->rec.throughput);
-        if (s->answered)
+        if (s->answered) {
             printf("  rtt %7.2f ms  free %8llu tokens", s->rtt_ms,
                    (unsigned long long)s->cand.info.free_tokens);
+            if (s->bandwidth > 0)
+                printf("  link %s%.0f kB/s", s->bandwidth_bound ? "<" : "", s->bandwidth / 1e3);
+        }
         else
             printf("  (%s)", s->why);
         printf("  %s\n", s->rec.addr);
@@ -119,53 +83,6 @@ static void print_text(const swarm_model *m)
     for (uint32_t b = 0; b < m->nblocks; b++)
         printf("  block %3u: %u server%s, %.0f tok/s%s\n", b, m->served[b],
                m->served[b] == 1 ? "" : "s", m->tput[b], m->served[b] ? "" : "  <- NOT SERVED");
-}
-
-static json_t *model_json(const swarm_model *m)
-{
-    char h[65], pid[65];
-    hex(m->id.hash, 32, h);
-    json_t *servers = json_array(), *blocks = json_array();
-    for (size_t i = 0; i < m->nsv; i++) {
-        const shoal_discover_server *s = &m->sv[i];
-        hex(s->rec.peer_id, 32, pid);
-        const char *state = shoal_record_state_name(s->rec.state);
-        json_t *o = json_pack("{s:s,s:s,s:[i,i],s:s,s:f,s:I,s:s,s:b,s:I,s:I}", "address",
-                              s->rec.addr, "peer_id", pid, "span", (int)s->rec.span_start,
-                              (int)s->rec.span_end, "state", state ? state : "?", "throughput",
-                              s->rec.throughput, "free_tokens", (json_int_t)s->rec.free_tokens,
-                              "software", s->rec.software, "answered", s->answered, "seq",
-                              (json_int_t)s->rec.seq, "expires_ms", (json_int_t)s->rec.expires_ms);
-        if (!o)
-            continue;
-        if (s->answered) {
-            json_object_set_new(o, "rtt_ms", json_real(s->rtt_ms));
-            json_object_set_new(o, "live_span",
-                                json_pack("[i,i]", (int)s->cand.info.span_start,
-                                          (int)s->cand.info.span_end));
-            json_object_set_new(o, "live_free_tokens",
-                                json_integer((json_int_t)s->cand.info.free_tokens));
-        } else {
-            json_object_set_new(o, "error", json_string(s->why));
-        }
-        json_array_append_new(servers, o);
-    }
-    for (uint32_t b = 0; b < m->nblocks; b++) {
-        json_t *addrs = json_array();
-        for (size_t i = 0; i < m->nsv; i++)
-            if (serves(&m->sv[i], b))
-                json_array_append_new(addrs, json_string(m->sv[i].rec.addr));
-        json_array_append_new(blocks, json_pack("{s:i,s:i,s:f,s:o}", "block", (int)b, "servers",
-                                                (int)m->served[b], "throughput", m->tput[b],
-                                                "addresses", addrs));
-    }
-    return json_pack("{s:s,s:s,s:s,s:i,s:b,s:o,s:o,s:{s:I,s:i,s:i,s:i,s:f,s:f,s:f}}", "file",
-                     m->path, "name", m->id.name, "hash", h, "nblocks", (int)m->nblocks,
-                     "complete", m->complete, "servers", servers, "blocks", blocks, "dht",
-                     "contacts", (json_int_t)m->st.contacts, "records", (int)m->st.records,
-                     "rejected", (int)m->st.rejected, "max_hops", (int)m->st.max_hops,
-                     "join_ms", m->st.join_ms, "read_ms", m->st.read_ms, "probe_ms",
-                     m->st.probe_ms);
 }
 
 int shoal_cmd_swarm(int argc, char **argv)
@@ -181,6 +98,8 @@ int shoal_cmd_swarm(int argc, char **argv)
     char *peers_arg = NULL;
     double timeout_s = 10;
     int c;
+    if ((c = shoal_cli_prepare("swarm", opts, ":m:h", &argc, &argv)))
+        return c;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:h", opts, NULL)) != -1) {
@@ -199,7 +118,11 @@ int shoal_cmd_swarm(int argc, char **argv)
         default: return shoal_cli_bad_option("swarm", c, argv);
         }
     }
-    if (optind < argc || !peers_arg || !nm) {
+    if (optind < argc) {
+        fprintf(stderr, "shoal swarm: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!peers_arg || !nm) {
         fprintf(stderr, "shoal swarm: --initial-peers and -m MODEL are required (see --help)\n");
         return 2;
     }
@@ -211,7 +134,9 @@ int shoal_cmd_swarm(int argc, char **argv)
             *next++ = 0;
         shoal_addr a;
         if (!*tok || shoal_addr_parse(&a, tok) || np == SWARM_MAX_PEERS) {
-            fprintf(stderr, "shoal swarm: --initial-peers: '%s' is not a node address\n", tok);
+            fprintf(stderr, "shoal swarm: %s: '%s' is not a node address "
+                            "(shoal://HOST:PORT/KEY, as `shoal bootstrap` prints)\n",
+                    shoal_cli_source("--initial-peers", peers_arg), tok);
             return 2;
         }
         peers[np++] = tok;
@@ -230,31 +155,19 @@ int shoal_cmd_swarm(int argc, char **argv)
             goto out;
         }
         shoal_gguf_close(&g);
-        m->nblocks = (uint32_t)hp.n_layer;
-        m->served = calloc(m->nblocks, sizeof *m->served);
-        m->tput = calloc(m->nblocks, sizeof *m->tput);
-        if (!m->served || !m->tput) {
-            fprintf(stderr, "shoal swarm: out of memory\n");
-            status = 1;
-            goto out;
-        }
-        shoal_discover_params dp = shoal_discover_params_default();
-        dp.timeout_ms = (int)(timeout_s * 1000);
-        dp.include_offline = 1;
-        if (shoal_discover_servers(peers, np, m->id.hash, m->nblocks, &dp, &m->sv, &m->nsv,
-                                   &m->st, err, sizeof err)) {
+        if (shoal_swarm_view_read(m, peers, np, &m->id, (uint32_t)hp.n_layer,
+                                  (int)(timeout_s * 1000), 1, err, sizeof err)) {
             fprintf(stderr, "shoal swarm: %s\n", err);
             status = 1;
             goto out;
         }
-        summarize(m);
         if (!m->complete)
             status = 1;
     }
     if (json) {
         json_t *arr = json_array();
         for (int i = 0; i < nm; i++)
-            json_array_append_new(arr, model_json(&models[i]));
+            json_array_append_new(arr, shoal_swarm_view_json(&models[i]));
         json_t *root = json_pack("{s:o}", "models", arr);
         char *s = root ? json_dumps(root, JSON_INDENT(1)) : NULL;
         if (s)
@@ -266,10 +179,7 @@ int shoal_cmd_swarm(int argc, char **argv)
             print_text(&models[i]);
     }
 out:
-    for (int i = 0; i < nm; i++) {
-        free(models[i].sv);
-        free(models[i].served);
-        free(models[i].tput);
-    }
+    for (int i = 0; i < nm; i++)
+        shoal_swarm_view_free(&models[i]);
     return status;
 }

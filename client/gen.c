@@ -30,8 +30,10 @@
 #include "lora/adapter.h"
 #include "proto/addr.h"
 #include "proto/codec.h"
+#include "swarm/cli.h"
 #include "swarm/log.h"
 #include "swarm/model_id.h"
+#include "swarm/progress.h"
 
 #define GEN_ERR_MAX 2048
 
@@ -122,6 +124,8 @@ static int lm_load_lora(shoal_lm *lm, const char *path, char *err, size_t errlen
     return 0;
 }
 
+static int lm_lookup(void *ctx, shoal_route_cands *out);
+
 int shoal_lm_open(const shoal_lm_params *p, shoal_lm **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -183,6 +187,12 @@ int shoal_lm_open(const shoal_lm_params *p, shoal_lm **out, char *err, size_t er
     }
     lm->rp.max_length = (uint32_t)lm->ctx;
     shoal_gen_model_name(p->model_path, lm->name, sizeof lm->name);
+    /* the pages the first pass would wait for, with a bar on a terminal */
+    shoal_progress bar;
+    shoal_progress_init(&bar, remote ? "loading the head" : "loading the model",
+                        shoal_model_weight_bytes(lm->m), SHOAL_PROGRESS_BYTES);
+    shoal_model_prefault(lm->m, shoal_progress_cb, &bar);
+    shoal_progress_fini(&bar, true);
     if (remote) {
         if ((rc = shoal_model_id_compute(lm->g, &lm->want.model))) {
             snprintf(err, errlen, "cannot compute the model's identity: %s", shoal_strerror(rc));
@@ -204,6 +214,10 @@ int shoal_lm_open(const shoal_lm_params *p, shoal_lm **out, char *err, size_t er
         for (int i = 0; i < p->n_initial_peers; i++, lm->n_initial++)
             if (!(lm->initial[i] = strdup(p->initial_peers[i])))
                 goto nomem;
+        if (lm->n_initial && !lm->rp.lookup) { /* failover asks the DHT again */
+            lm->rp.lookup = lm_lookup;
+            lm->rp.lookup_ctx = lm;
+        }
     }
     if (p->lora_path && (rc = lm_load_lora(lm, p->lora_path, err, errlen)))
         goto fail;
@@ -293,6 +307,24 @@ static int lm_plan_dht(shoal_lm *lm, shoal_route_cands *cands, shoal_route_hop *
         note(lm, SHOAL_LOG_INFO, "route: %zu hop%s, expected %.2f ms per token", *n_hops,
              *n_hops == 1 ? "" : "s", est);
     return 0;
+}
+
+/* Failover's fresh lookup (shoal_remote_params.lookup): the servers the
+ * DHT names now. Reads only what the lm never changes, so chains on any
+ * thread may call it at once. */
+static int lm_lookup(void *ctx, shoal_route_cands *out)
+{
+    shoal_lm *lm = ctx;
+    char note_line[GEN_ERR_MAX], err[GEN_ERR_MAX];
+    shoal_route_cost *costs = NULL;
+    shoal_discover_params dp = shoal_discover_params_default();
+    dp.timeout_ms = 2000;
+    dp.probe_timeout_ms = 1000;
+    dp.pad_max = 0; /* failover plans over blocks, not costs: no link timing */
+    int rc = shoal_discover((const char *const *)lm->initial, (size_t)lm->n_initial, &lm->want,
+                            &dp, out, &costs, note_line, sizeof note_line, err, sizeof err);
+    free(costs);
+    return rc;
 }
 
 static int lm_plan(shoal_lm *lm, shoal_route_cands *cands, shoal_route_hop *hops,
@@ -591,6 +623,7 @@ const char *shoal_gen_error(const shoal_gen *gs) { return gs->err; }
 int shoal_gen_parse_peers(const char *cmd, const char *opt, char *s, char **addrs, int max)
 {
     int n = 0;
+    opt = shoal_cli_source(opt, s); /* the variable's name when s came from one */
     for (char *tok = s, *next; tok; tok = next) {
         next = strchr(tok, ',');
         if (next)
@@ -642,4 +675,68 @@ int shoal_gen_out_push(shoal_gen_out *o, int32_t tok, char *out, size_t cap, siz
 int shoal_gen_out_flush(shoal_gen_out *o, char *out, size_t cap, size_t *len)
 {
     return shoal_utf8_stream_flush(&o->u, out, cap, len);
+}
+
+void shoal_gen_opts_init(shoal_gen_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->codec = -1;
+    o->timeout_s = 30;
+}
+
+bool shoal_gen_opts_codec(const char *cmd, shoal_gen_opts *o, const char *value)
+{
+    if ((o->codec = shoal_gen_parse_codec(value)) < 0) {
+        fprintf(stderr, "shoal %s: %s: expected f32, f16, bf16 or int8, got '%s'\n", cmd,
+                shoal_cli_source("--codec", value), value);
+        return false;
+    }
+    return true;
+}
+
+bool shoal_gen_opts_remote(const shoal_gen_opts *o) { return o->peers_arg || o->initial_arg; }
+
+int shoal_gen_opts_check(const char *cmd, shoal_gen_opts *o)
+{
+    if (o->peers_arg && o->initial_arg) {
+        fprintf(stderr, "shoal %s: --peers or --initial-peers, not both\n", cmd);
+        return 2;
+    }
+    if (o->peers_arg && (o->n_peers = shoal_gen_parse_peers(cmd, "--peers", o->peers_arg,
+                                                           o->peers, SHOAL_GEN_MAX_PEERS)) < 0)
+        return 2;
+    if (o->initial_arg &&
+        (o->n_initial = shoal_gen_parse_peers(cmd, "--initial-peers", o->initial_arg, o->initial,
+                                              SHOAL_GEN_MAX_PEERS)) < 0)
+        return 2;
+    bool remote = shoal_gen_opts_remote(o);
+    if (!remote && o->codec >= 0) {
+        fprintf(stderr, "shoal %s: --codec needs --peers or --initial-peers (it sets what "
+                        "crosses the wire)\n", cmd);
+        return 2;
+    }
+    if (remote && o->lora_path) {
+        fprintf(stderr, "shoal %s: --lora applies an adapter locally; with nodes, name one "
+                        "they serve with --adapter NAME\n", cmd);
+        return 2;
+    }
+    if (!remote && o->adapter) {
+        fprintf(stderr, "shoal %s: --adapter NAME chooses an adapter the nodes serve; it needs "
+                        "--peers or --initial-peers (use --lora FILE locally)\n", cmd);
+        return 2;
+    }
+    return 0;
+}
+
+void shoal_gen_opts_apply(const shoal_gen_opts *o, shoal_lm_params *lp)
+{
+    lp->peers = (const char *const *)o->peers;
+    lp->n_peers = o->n_peers;
+    lp->initial_peers = (const char *const *)o->initial;
+    lp->n_initial_peers = o->n_initial;
+    lp->remote.codec = o->codec < 0 ? SHOAL_CODEC_F32 : o->codec;
+    int ms = (int)(o->timeout_s * 1000 + 0.5);
+    lp->remote.timeout_ms = ms < 1 ? 1 : ms;
+    lp->lora_path = o->lora_path;
+    lp->remote.adapter = o->adapter;
 }

@@ -166,6 +166,37 @@ int shoal_gen_parse_peers(const char *cmd, const char *opt, char *s, char **addr
 /* "f32", "f16", "bf16", "int8" (also the codec's own names) -> codec, or -1. */
 int shoal_gen_parse_codec(const char *s);
 
+/* Where a command's blocks run: the options generate, chat and api share
+ * (--peers, --initial-peers, --codec, --timeout, --lora, --adapter). Fill
+ * the raw fields from getopt (shoal_gen_opts_codec for --codec), then
+ * shoal_gen_opts_check once, then shoal_gen_opts_apply to the LM's
+ * parameters. The address lists point into the option strings, which are
+ * split in place. */
+typedef struct shoal_gen_opts {
+    char *peers_arg, *initial_arg; /* comma-separated lists, or NULL */
+    int codec;                     /* -1: not given (f32) */
+    double timeout_s;              /* --timeout: 30 */
+    const char *lora_path;         /* --lora FILE: a local adapter */
+    const char *adapter;           /* --adapter NAME: one the nodes serve */
+    char *peers[SHOAL_GEN_MAX_PEERS];
+    int n_peers;
+    char *initial[SHOAL_GEN_MAX_PEERS];
+    int n_initial;
+} shoal_gen_opts;
+
+void shoal_gen_opts_init(shoal_gen_opts *o);
+/* --codec's value; false after printing "shoal CMD: --codec: ..." */
+bool shoal_gen_opts_codec(const char *cmd, shoal_gen_opts *o, const char *value);
+/* Splits and checks the address lists and the options' combinations:
+ * --peers or --initial-peers (not both), --codec only with one of them,
+ * --lora only without, --adapter only with. 0, or 2 after printing one
+ * line. */
+int shoal_gen_opts_check(const char *cmd, shoal_gen_opts *o);
+/* 1 when the blocks run on nodes. */
+bool shoal_gen_opts_remote(const shoal_gen_opts *o);
+/* Sets lp's peers, initial peers, codec, timeout, lora path and adapter. */
+void shoal_gen_opts_apply(const shoal_gen_opts *o, shoal_lm_params *lp);
+
 /* ---- printable output ---------------------------------------------------- */
 
 /* Room one shoal_gen_out_push / _flush may need. */

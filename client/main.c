@@ -2,8 +2,12 @@
  * The `shoal` binary: a table of subcommands, each a function in client/ or
  * node/ (client/cmd.h). main() is the only place that exits.
  */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "client/cmd.h"
 
@@ -35,10 +39,52 @@ static void usage(FILE *out)
         if (commands[i].help)
             fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
     fprintf(out, "  %-10s %s\n", "version", "print the version");
+    fprintf(out, "\nEvery command takes -v, -q, --log-level L and --log-file FILE, and every\n"
+                 "flag can also be set as SHOAL_<FLAG> in the environment (e.g.\n"
+                 "SHOAL_INITIAL_PEERS); the command line wins.\n");
+}
+
+/* Stop signals belong to the main thread. Threads that libraries start
+ * before main() (OpenBLAS's pool, from its constructor) do not block SIGINT
+ * and SIGTERM, so the kernel may hand a process-wide stop signal to one of
+ * them, where the default action would end the process before the
+ * command's own clean stop (serve, bootstrap and api take these signals
+ * with sigwait in the main thread, which blocks them) ever saw it. This
+ * handler passes such a signal on to the main thread: pending there, it
+ * reaches sigwait, or, when the main thread does not block it, comes back
+ * here and takes the default action. A command may install its own handler
+ * (chat does, for Ctrl-C). */
+static pthread_t main_thread;
+
+static void forward_stop_signal(int sig)
+{
+    int saved = errno;
+    if (!pthread_equal(pthread_self(), main_thread)) {
+        pthread_kill(main_thread, sig);
+    } else if (getpid() == 1) {
+        _exit(128 + sig); /* a container's init: the kernel ignores a default action */
+    } else {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+    errno = saved;
+}
+
+static void route_stop_signals(void)
+{
+    main_thread = pthread_self();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = forward_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }
 
 int main(int argc, char **argv)
 {
+    route_stop_signals();
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -669,7 +669,7 @@ enum { REPLACE_FAILOVER, REPLACE_MOVE };
 
 /* Ask INFO again of the addresses that are not usable now (never
  * answered, banned, leaving) and take what they say. */
-static void refresh(shoal_remote *r)
+static void refresh_known(shoal_remote *r)
 {
     size_t n = r->n_spares;
     double now = shoal_link_now();
@@ -733,6 +733,41 @@ static void refresh(shoal_remote *r)
 out:
     free(jobs);
     free(cand_of);
+}
+
+/* Ask the swarm (params.lookup: the DHT) for servers again, and add the
+ * ones of our model we did not know: servers that joined, or moved, after
+ * the chain opened. */
+static void lookup_new(shoal_remote *r)
+{
+    if (!r->p.lookup)
+        return;
+    shoal_route_cands found;
+    shoal_route_cands_init(&found);
+    size_t added = 0;
+    if (r->p.lookup(r->p.lookup_ctx, &found) == 0) {
+        for (size_t i = 0; i < found.n; i++) {
+            const shoal_route_cand *f = &found.v[i];
+            size_t c = 0;
+            while (c < r->cands.n && strcmp(r->cands.v[c].address, f->address))
+                c++;
+            char why[8];
+            if (c < r->cands.n || shoal_route_check_model(f, &r->want, why, sizeof why) ||
+                shoal_route_cands_add(&r->cands, f->address, &f->info))
+                continue; /* known (refresh_known asked it), another model, or no room */
+            r->cands.v[r->cands.n - 1].state = f->state;
+            added++;
+        }
+    }
+    shoal_route_cands_fini(&found);
+    if (added)
+        event(r, "the swarm named %zu more server%s", added, added == 1 ? "" : "s");
+}
+
+static void refresh(shoal_remote *r)
+{
+    refresh_known(r);
+    lookup_new(r);
 }
 
 /* Replay positions [0, total) of boundary hs[0].start through the new hops

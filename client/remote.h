@@ -35,9 +35,10 @@
  * Each failure gets at most max_retries attempts (a replacement that fails
  * too is banned and the next one tried, after a short backoff). When no
  * candidate serves some blocks of [a, b), the nodes not in use (banned ones,
- * and addresses that never answered) are asked for INFO again, twice, a
- * second apart; then the call fails with one line naming the missing
- * blocks. Every step carries a step id and a position; a node applies a
+ * and addresses that never answered) are asked for INFO again, and the
+ * swarm is looked up again for servers that came since (params.lookup),
+ * twice, a second apart; then the call fails with one line naming the
+ * missing blocks. Every step carries a step id and a position; a node applies a
  * repeated (id, position) once and answers it from cache, so a step that
  * is sent twice (a retry) is never applied twice.
  *
@@ -110,6 +111,13 @@ typedef struct shoal_remote_params {
     void *event_ctx;
     shoal_remote_step_fn on_step;
     void *step_ctx;
+    /* Fresh candidates from the swarm (the DHT, client/discover.h) when no
+     * known node can take over a failed range: fills out (an empty list)
+     * with the servers found now; 0 or an error. NULL: only the nodes known
+     * when the chain opened are asked again. Called on the sequence's
+     * thread, at most twice per failure. */
+    int (*lookup)(void *ctx, shoal_route_cands *out);
+    void *lookup_ctx;
 } shoal_remote_params;
 
 /* codec f32, timeout 30 s, liveness 0.7 s, max_length 0 (the caller must set

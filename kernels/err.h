@@ -36,4 +36,8 @@ _Static_assert(SHOAL_ERR_CANCELLED == 17, "error codes travel on the wire: never
 /* A short lowercase description of err, e.g. "malformed input". */
 const char *shoal_strerror(int err);
 
+/* A short identifier of err for labels and logs, e.g. "format", "busy";
+ * NULL for a value outside the enum. */
+const char *shoal_err_name(int err);
+
 #endif

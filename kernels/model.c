@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kernels/err.h"
 #include "kernels/matmul.h"
@@ -372,6 +374,48 @@ uint64_t shoal_model_weight_bytes(const shoal_model *m)
             sum += mat_bytes(&b->v.w[p]);
     }
     return sum + mat_bytes(&m->head.out);
+}
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
+#define PREFAULT_CHUNK ((size_t)16 << 20)
+
+/* Brings [p, p + n) into memory: one call that fills the page tables where
+ * the kernel can, else read-ahead and one read per page. */
+static void prefault_range(const uint8_t *p, size_t n, size_t page)
+{
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(page - 1);
+    size_t len = (size_t)((uintptr_t)p + n - a);
+    if (madvise((void *)a, len, MADV_POPULATE_READ) == 0)
+        return;
+    madvise((void *)a, len, MADV_WILLNEED);
+    volatile uint8_t sink = 0;
+    for (size_t off = 0; off < n; off += page)
+        sink ^= p[off];
+    sink ^= p[n - 1];
+    (void)sink;
+}
+
+void shoal_model_prefault(const shoal_model *m, shoal_progress_fn progress, void *ctx)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    size_t page = ps > 0 ? (size_t)ps : 4096;
+    uint64_t total = shoal_model_weight_bytes(m), done = 0;
+    int nmat = (m->b1 - m->b0) * SHOAL_PROJ__COUNT + 1;
+    for (int i = 0; i < nmat; i++) {
+        const shoal_mat *w = i < nmat - 1
+                                 ? &m->blocks[i / SHOAL_PROJ__COUNT].v.w[i % SHOAL_PROJ__COUNT]
+                                 : &m->head.out;
+        uint64_t n = mat_bytes(w);
+        for (uint64_t off = 0; off < n; off += PREFAULT_CHUNK) {
+            size_t len = n - off < PREFAULT_CHUNK ? (size_t)(n - off) : PREFAULT_CHUNK;
+            prefault_range((const uint8_t *)w->data + off, len, page);
+            done += len;
+            if (progress)
+                progress(ctx, done, total);
+        }
+    }
 }
 
 /* ---- KV cache ---------------------------------------------------------- */

@@ -107,6 +107,17 @@ int shoal_model_embed(const shoal_model *m, const int32_t *tokens, int n, float 
 /* Bytes of weights one token's pass reads (span blocks, plus head if open). */
 uint64_t shoal_model_weight_bytes(const shoal_model *m);
 
+/* Progress of long work: done of total units (here bytes). Kernels never
+ * print; the caller draws (swarm/progress.h's shoal_progress_cb fits). */
+typedef void (*shoal_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/* Loads the model: brings every page of the weights a pass reads (the
+ * span's blocks, and the head if opened: shoal_model_weight_bytes) into
+ * memory, so that the first pass does not wait for the disk. The
+ * embedding is left alone (a pass reads only its tokens' rows). Calls
+ * progress (may be NULL) on the caller's thread after every 16 MiB. */
+void shoal_model_prefault(const shoal_model *m, shoal_progress_fn progress, void *ctx);
+
 typedef struct shoal_kv shoal_kv;
 
 /* A cache for `capacity` positions of the model's span. */

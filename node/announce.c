@@ -58,6 +58,9 @@ struct shoal_announce {
     int64_t next_round;
     bool offline_sent;
     int logged_state;             /* the state of the last round logged */
+    uint32_t puts_reached;        /* puts stored while another node answered */
+    uint32_t round_reached0;      /* puts_reached when the round started */
+    atomic_bool online;           /* an ONLINE round was stored whole (any thread) */
 
     /* rebalancing */
     shoal_blockmap *bm;
@@ -221,12 +224,13 @@ void shoal_announce_destroy(shoal_announce **pp)
 
 static void on_put(void *ctx, int status, size_t stored, const shoal_dht_lookup_info *info)
 {
-    (void)info;
     shoal_announce *a = ctx;
     if (a->puts_inflight)
         a->puts_inflight--;
     if (status == 0 && stored)
         a->puts_ok++;
+    if (status == 0 && stored && info && info->replies) /* not only our own copy */
+        a->puts_reached++;
     else
         a->puts_failed++;
 }
@@ -269,6 +273,9 @@ static void round_start(shoal_announce *a, uint32_t begin, uint32_t end, uint32_
     a->round_next = begin;
     a->round_end = end;
     a->have_span = true;
+    a->round_reached0 = a->puts_reached;
+    if (state != SHOAL_RECORD_ONLINE)
+        atomic_store(&a->online, false);
     if ((int)state != a->logged_state) {
         SHOAL_LOG_I("announcing blocks %u:%u as %s", begin, end,
                     shoal_record_state_name(state));
@@ -343,6 +350,11 @@ void shoal_announce_leave(shoal_announce *a, int64_t wait_ms)
                                    SHOAL_RECORD_OFFLINE, 0, a->tmpl.weight_type, wait_ms);
     SHOAL_LOG_I("announced OFFLINE for blocks %u:%u (%d of %u records stored)",
                 a->tmpl.span_start, a->tmpl.span_end, n, a->tmpl.span_end - a->tmpl.span_start);
+}
+
+bool shoal_announce_online(shoal_announce *a)
+{
+    return atomic_load(&a->online);
 }
 
 bool shoal_announce_move_wanted(shoal_announce *a, uint32_t *begin, uint32_t *end)
@@ -457,6 +469,12 @@ static void announcer_step(shoal_announce *a, shoal_node *n, int64_t now)
         a->round_gap = 2 * a->round_gap < a->p.refresh_ms ? 2 * a->round_gap : a->p.refresh_ms;
     }
     round_step(a, now);
+    uint32_t peers = 0, records = 0;
+    if (a->tmpl.state == SHOAL_RECORD_ONLINE && round_done(a) &&
+        a->puts_reached - a->round_reached0 >= a->tmpl.span_end - a->tmpl.span_start &&
+        (shoal_announce_dht_counts(a, &peers, &records), peers > 0))
+        atomic_store(&a->online, true); /* every block's record is in the DHT, and
+                                           the DHT is more than this node */
 
     if (a->bm) {
         shoal_blockmap_step(a->bm, shoal_dht_net_dht(a->net), now);
@@ -677,4 +695,12 @@ out:
     if (zctx)
         zmq_ctx_term(zctx);
     return rc;
+}
+
+void shoal_announce_dht_counts(const shoal_announce *a, uint32_t *peers, uint32_t *records)
+{
+    shoal_dht_stats st;
+    shoal_dht_stats_get(shoal_dht_net_dht(a->net), &st);
+    *peers = st.contacts;
+    *records = st.records;
 }

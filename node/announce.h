@@ -36,8 +36,8 @@
  * before shoal_node_start) the announcer belongs to that node's I/O
  * thread, through the node_announce_* hooks below; otherwise (before the
  * start, after shoal_node_stop) to the caller's thread. Only
- * shoal_announce_move_wanted() may be called from another thread while a
- * node runs.
+ * shoal_announce_move_wanted() and shoal_announce_online() may be called
+ * from another thread while a node runs.
  */
 #ifndef SHOAL_NODE_ANNOUNCE_H
 #define SHOAL_NODE_ANNOUNCE_H
@@ -100,6 +100,18 @@ int shoal_announce_publish(shoal_announce *a, uint32_t begin, uint32_t end, uint
 /* Caller's thread, after shoal_node_stop: OFFLINE records for the span
  * last announced, driven for at most wait_ms. */
 void shoal_announce_leave(shoal_announce *a, int64_t wait_ms);
+
+/* Contacts in the DHT routing table and records held in its store. The
+ * thread that pumps the DHT (the node's I/O thread once attached). */
+void shoal_announce_dht_counts(const shoal_announce *a, uint32_t *peers, uint32_t *records);
+
+/* Any thread: true once a round of ONLINE records for the node's span
+ * has been stored whole (every block's record stored while another DHT
+ * node answered, not only in our own store: clients can find the span);
+ * false again from a JOINING or OFFLINE
+ * round on (a move, a leave). What systemd readiness (node/notify.h)
+ * waits for. */
+bool shoal_announce_online(shoal_announce *a);
 
 /* Any thread: the span the rebalancer wants, once it decided to move
  * (cleared by the call). */

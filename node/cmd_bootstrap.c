@@ -33,6 +33,7 @@
 #include "proto/addr.h"
 #include "proto/identity.h"
 #include "proto/wire.h"
+#include "swarm/cli.h"
 #include "swarm/dht_net.h"
 #include "swarm/log.h"
 #include "swarm/record.h"
@@ -58,8 +59,8 @@ static void bootstrap_usage(FILE *out)
             "                            default: a new key each run)\n"
             "      --address-file FILE   also write the address alone to FILE\n"
             "      --initial-peers A,... other DHT nodes to join through\n"
-            "      --log-level L         debug, info, warn or error (default info)\n"
             "  -h, --help                show this help\n");
+    shoal_cli_help_common(out, "bootstrap");
 }
 
 /* The host to write in the address for a wildcard listen address: the first
@@ -163,28 +164,32 @@ static void boot_request(shoal_dht_net *net, void *router, shoal_transport_msg *
 
 int shoal_cmd_bootstrap(int argc, char **argv)
 {
-    enum { O_HOST = 1, O_PUBLIC, O_ADDRFILE, O_PEERS, O_LOG };
+    enum { O_HOST = 1, O_PUBLIC, O_ADDRFILE, O_PEERS };
     static const struct option opts[] = {
         {"port", required_argument, 0, 'p'},        {"host", required_argument, 0, O_HOST},
         {"public-host", required_argument, 0, O_PUBLIC},
         {"identity", required_argument, 0, 'i'},    {"address-file", required_argument, 0, O_ADDRFILE},
         {"initial-peers", required_argument, 0, O_PEERS},
-        {"log-level", required_argument, 0, O_LOG}, {"help", no_argument, 0, 'h'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *host = "0.0.0.0", *pub = NULL, *id_path = NULL, *addr_file = NULL;
     char *peers_arg = NULL;
     long port = 0;
     int c;
+    if ((c = shoal_cli_prepare("bootstrap", opts, ":p:i:h", &argc, &argv)))
+        return c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "p:i:h", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":p:i:h", opts, NULL)) != -1) {
         switch (c) {
         case 'p': {
             char *end = NULL;
             errno = 0;
             port = strtol(optarg, &end, 10);
             if (!*optarg || *end || errno || port < 0 || port > 65535) {
-                fprintf(stderr, "shoal bootstrap: --port: expected 0..65535, got '%s'\n", optarg);
+                fprintf(stderr, "shoal bootstrap: %s: expected 0..65535, got '%s'\n",
+                        shoal_cli_source("--port", optarg), optarg);
                 return 2;
             }
             break;
@@ -194,15 +199,8 @@ int shoal_cmd_bootstrap(int argc, char **argv)
         case 'i': id_path = optarg; break;
         case O_ADDRFILE: addr_file = optarg; break;
         case O_PEERS: peers_arg = optarg; break;
-        case O_LOG:
-            if (shoal_log_level_from_name(optarg) < 0) {
-                fprintf(stderr, "shoal bootstrap: --log-level: debug, info, warn, error or off\n");
-                return 2;
-            }
-            shoal_log_set_level(shoal_log_level_from_name(optarg));
-            break;
         case 'h': bootstrap_usage(stdout); return 0;
-        default: return 2;
+        default: return shoal_cli_bad_option("bootstrap", c, argv);
         }
     }
     if (optind != argc) {
@@ -217,8 +215,9 @@ int shoal_cmd_bootstrap(int argc, char **argv)
             *next++ = 0;
         shoal_addr a;
         if (!*tok || shoal_addr_parse(&a, tok) || npeers == BOOT_MAX_PEERS) {
-            fprintf(stderr, "shoal bootstrap: --initial-peers: '%s' is not a node address "
-                            "(or more than %d)\n", tok, BOOT_MAX_PEERS);
+            fprintf(stderr, "shoal bootstrap: %s: '%s' is not a node address "
+                            "(or more than %d)\n",
+                    shoal_cli_source("--initial-peers", peers_arg), tok, BOOT_MAX_PEERS);
             return 2;
         }
         peers[npeers++] = tok;

@@ -12,6 +12,7 @@
 #include "client/cmd.h"
 #include "kernels/err.h"
 #include "proto/identity.h"
+#include "swarm/cli.h"
 
 static void keygen_usage(FILE *out)
 {
@@ -22,6 +23,7 @@ static void keygen_usage(FILE *out)
                  "\n"
                  "  -o, --output FILE  the identity file to create\n"
                  "  -h, --help         show this help\n");
+    shoal_cli_help_common(out, "keygen");
 }
 
 int shoal_cmd_keygen(int argc, char **argv)
@@ -30,15 +32,22 @@ int shoal_cmd_keygen(int argc, char **argv)
         {"output", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *path = NULL;
     int c;
+    if ((c = shoal_cli_prepare("keygen", opts, ":o:h", &argc, &argv)))
+        return c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
         switch (c) {
         case 'o': path = optarg; break;
         case 'h': keygen_usage(stdout); return 0;
-        default: return 2; /* getopt has said what is wrong */
+        default: return shoal_cli_bad_option("keygen", c, argv);
         }
     }
-    if (!path || optind != argc) {
+    if (optind != argc) {
+        fprintf(stderr, "shoal keygen: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!path) {
         fprintf(stderr, "shoal keygen: -o FILE is required (see --help)\n");
         return 2;
     }

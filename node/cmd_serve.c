@@ -22,6 +22,11 @@
  * budget holds) where the swarm is weakest; with --rebalance-period it
  * re-checks, and a move is a graceful leave of the old span followed by
  * the new span opened on the same port (same address).
+ *
+ * Under a service manager ($NOTIFY_SOCKET, node/notify.h): READY=1 once
+ * every block of the span has its ONLINE record in the DHT (at once for a
+ * node without --initial-peers), again after a move; STOPPING=1 when a
+ * signal begins the leave or the stop.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,9 +50,14 @@
 #include "kernels/pool.h"
 #include "node/announce.h"
 #include "node/node.h"
+#include "node/notify.h"
+#include "node/serve_http.h"
 #include "proto/addr.h"
 #include "proto/identity.h"
+#include "swarm/cli.h"
 #include "swarm/log.h"
+#include "swarm/metrics.h"
+#include "swarm/progress.h"
 #include "swarm/record.h"
 
 static void serve_usage(FILE *out)
@@ -89,8 +99,12 @@ static void serve_usage(FILE *out)
             "                           while their clients move them (default 5; 0: stop)\n"
             "      --adapter NAME=FILE  serve a LoRA adapter (GGUF, llama.cpp layout) that\n"
             "                           sessions may ask for by NAME (repeatable, 16 at most)\n"
-            "      --log-level L        debug, info, warn or error (default info)\n"
+            "      --http-port P        also serve HTTP on P (0: any free port): /health (200\n"
+            "                           once the blocks are online), /metrics (Prometheus),\n"
+            "                           / (the swarm dashboard) and /api/v1/state (JSON)\n"
+            "      --http-host H        interface for --http-port (default 127.0.0.1)\n"
             "  -h, --help               show this help\n");
+    shoal_cli_help_common(out, "serve");
 }
 
 static int parse_long(const char *opt, const char *s, long lo, long hi, long *out)
@@ -99,8 +113,8 @@ static int parse_long(const char *opt, const char *s, long lo, long hi, long *ou
     errno = 0;
     long v = strtol(s, &end, 10);
     if (!*s || *end || errno || v < lo || v > hi) {
-        fprintf(stderr, "shoal serve: %s: expected an integer in [%ld, %ld], got '%s'\n", opt,
-                lo, hi, s);
+        fprintf(stderr, "shoal serve: %s: expected an integer in [%ld, %ld], got '%s'\n",
+                shoal_cli_source(opt, s), lo, hi, s);
         return -1;
     }
     *out = v;
@@ -122,7 +136,8 @@ static int parse_blocks(const char *s, int *a, int *b)
     *b = (int)y;
     return 0;
 bad:
-    fprintf(stderr, "shoal serve: --blocks: expected A:B with 0 <= A < B, got '%s'\n", s);
+    fprintf(stderr, "shoal serve: %s: expected A:B with 0 <= A < B, got '%s'\n",
+            shoal_cli_source("--blocks", s), s);
     return -1;
 }
 
@@ -188,6 +203,7 @@ typedef struct serve_swarm {
     long rebalance_s, ttl_s, refresh_s, delay_ms;
     int placed;              /* the span was chosen here: rebalancing may move it */
     double throughput;       /* tokens/s per block, measured */
+    struct shoal_metrics *metrics; /* --http-port: every node's metrics */
 } serve_swarm;
 
 static int serve_parse_peers(serve_swarm *sw)
@@ -198,8 +214,9 @@ static int serve_parse_peers(serve_swarm *sw)
             *next++ = 0;
         shoal_addr a;
         if (!*tok || shoal_addr_parse(&a, tok) || sw->npeers == SERVE_MAX_PEERS) {
-            fprintf(stderr, "shoal serve: --initial-peers: '%s' is not a node address "
-                            "(shoal://HOST:PORT/KEY), or more than %d\n", tok, SERVE_MAX_PEERS);
+            fprintf(stderr, "shoal serve: %s: '%s' is not a node address "
+                            "(shoal://HOST:PORT/KEY), or more than %d\n",
+                    shoal_cli_source("--initial-peers", sw->peers_arg), tok, SERVE_MAX_PEERS);
             return -1;
         }
         sw->peers[sw->npeers++] = tok;
@@ -255,6 +272,28 @@ static int serve_place(serve_swarm *sw, const shoal_gguf *g, shoal_node_params *
 
 /* Make the node for np's span and load its adapters. 0, or an error with
  * *status set. */
+/* Loads the pages of blocks [b0, b1) (g's mapping keeps them), with a bar
+ * on a terminal, so that the first session does not wait for the disk. */
+static void serve_load(const shoal_gguf *g, int b0, int b1)
+{
+    shoal_model *m = NULL;
+    char err[256], label[32];
+    if (shoal_model_open(g, b0, b1, 0, &m, err, sizeof err))
+        return; /* shoal_node_new has said what is wrong */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    snprintf(label, sizeof label, "loading blocks %d:%d", b0, b1);
+    shoal_progress bar;
+    shoal_progress_init(&bar, label, shoal_model_weight_bytes(m), SHOAL_PROGRESS_BYTES);
+    shoal_model_prefault(m, shoal_progress_cb, &bar);
+    shoal_progress_fini(&bar, true);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    shoal_log(s >= 1 ? SHOAL_LOG_INFO : SHOAL_LOG_DEBUG, "loaded blocks %d:%d (%.0f MiB) in %.1f s",
+              b0, b1, (double)shoal_model_weight_bytes(m) / (1 << 20), s);
+    shoal_model_destroy(&m);
+}
+
 static int serve_open_node(const shoal_gguf *g, const shoal_identity *id,
                            const shoal_node_params *np, char **adapters, int n_adapters,
                            shoal_node **node, int *status)
@@ -266,6 +305,7 @@ static int serve_open_node(const shoal_gguf *g, const shoal_identity *id,
         *status = rc == SHOAL_ERR_ARG || rc == SHOAL_ERR_RANGE ? 2 : 1;
         return rc;
     }
+    serve_load(g, np->block_begin, np->block_end);
     for (int i = 0; i < n_adapters; i++) {
         const char *path = adapters[i] + strlen(adapters[i]) + 1; /* after NAME's NUL */
         if ((rc = shoal_node_add_adapter(*node, adapters[i], path, err, sizeof err))) {
@@ -307,6 +347,43 @@ static int serve_announce(serve_swarm *sw, const shoal_gguf *g, const shoal_iden
     return 0;
 }
 
+/* --http-port: the status port (node/serve_http.h), with the swarm's state
+ * read through the node itself and its initial peers. */
+static int serve_http_begin(const serve_swarm *sw, const shoal_gguf *g, shoal_node *node,
+                            const char *host, int port, const char *model_path,
+                            serve_http **out)
+{
+    char err[512];
+    shoal_hparams hp;
+    if (shoal_hparams_read(g, &hp, err, sizeof err)) {
+        fprintf(stderr, "shoal serve: %s\n", err);
+        return -1;
+    }
+    const char *initial[SERVE_MAX_PEERS + 1];
+    size_t n = 0;
+    if (sw->peers_arg) {
+        initial[n++] = shoal_node_address(node);
+        for (size_t i = 0; i < sw->npeers; i++)
+            initial[n++] = sw->peers[i];
+    }
+    serve_http_params hp2 = {.host = host,
+                             .port = port,
+                             .metrics = sw->metrics,
+                             .initial = initial,
+                             .n_initial = n,
+                             .id = *shoal_node_model_id(node),
+                             .nblocks = (uint32_t)hp.n_layer,
+                             .model_path = model_path};
+    if (serve_http_start(&hp2, out, err, sizeof err)) {
+        fprintf(stderr, "shoal serve: --http-port: %s\n", err);
+        return -1;
+    }
+    SHOAL_LOG_I("status port: http://%s%s%s:%d/ (/health, /metrics, /api/v1/state)",
+                strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+                serve_http_port(*out));
+    return 0;
+}
+
 /* Move to blocks [b0, b1): leave the old span (its sessions move away, up
  * to grace_s), stop, announce JOINING, open the new span on the same port,
  * attach and start. 1: moved; 0: a signal came meanwhile (stop cleanly);
@@ -316,7 +393,6 @@ static int serve_move(serve_swarm *sw, const shoal_gguf *g, const shoal_identity
                       const sigset_t *sigs, shoal_announce *ann, shoal_node **node,
                       uint32_t b0, uint32_t b1)
 {
-    (void)sw;
     SHOAL_LOG_I("moving from blocks %d:%d to %u:%u", np->block_begin, np->block_end, b0, b1);
     shoal_node_leave(*node);
     struct timespec t0, now, tick = {0, 50 * 1000 * 1000};
@@ -341,6 +417,8 @@ static int serve_move(serve_swarm *sw, const shoal_gguf *g, const shoal_identity
     char err[512];
     if (serve_open_node(g, id, np, adapters, n_adapters, node, &status))
         return -1;
+    if (sw->metrics && shoal_node_set_metrics(*node, sw->metrics))
+        return -1;
     shoal_node_set_announce(*node, ann);
     if (shoal_node_start(*node, err, sizeof err)) {
         fprintf(stderr, "shoal serve: %s\n", err);
@@ -353,8 +431,9 @@ static int serve_move(serve_swarm *sw, const shoal_gguf *g, const shoal_identity
 int shoal_cmd_serve(int argc, char **argv)
 {
     enum { O_HOST = 1, O_PUBLIC, O_ADDRFILE, O_WORKERS, O_CACHE, O_MAXSESS, O_MAXLEN,
-           O_MAXBATCH, O_TIMEOUT, O_BUSY, O_LOG, O_ADAPTER, O_GRACE,
-           O_PEERS, O_NUMBLK, O_BUDGET, O_REBAL, O_TTL, O_REFRESH, O_PDELAY };
+           O_MAXBATCH, O_TIMEOUT, O_BUSY, O_ADAPTER, O_GRACE,
+           O_PEERS, O_NUMBLK, O_BUDGET, O_REBAL, O_TTL, O_REFRESH, O_PDELAY,
+           O_HTTPPORT, O_HTTPHOST };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},    {"blocks", required_argument, 0, 'b'},
         {"port", required_argument, 0, 'p'},     {"host", required_argument, 0, O_HOST},
@@ -367,7 +446,7 @@ int shoal_cmd_serve(int argc, char **argv)
         {"max-batch", required_argument, 0, O_MAXBATCH},
         {"session-timeout", required_argument, 0, O_TIMEOUT},
         {"busy-wait", required_argument, 0, O_BUSY},
-        {"log-level", required_argument, 0, O_LOG}, {"help", no_argument, 0, 'h'},
+        {"help", no_argument, 0, 'h'},
         {"adapter", required_argument, 0, O_ADAPTER},
         {"grace", required_argument, 0, O_GRACE},
         /* the swarm (node/announce.h) */
@@ -378,11 +457,15 @@ int shoal_cmd_serve(int argc, char **argv)
         {"record-ttl", required_argument, 0, O_TTL},          /* hidden: tests */
         {"refresh-period", required_argument, 0, O_REFRESH},  /* hidden: tests */
         {"placement-delay", required_argument, 0, O_PDELAY},  /* hidden: ms, tests */
+        {"http-port", required_argument, 0, O_HTTPPORT},
+        {"http-host", required_argument, 0, O_HTTPHOST},
         {0, 0, 0, 0},
     };
     shoal_node_params np = shoal_node_params_default();
     np.threads = shoal_cpu_count();
     const char *model_path = NULL, *id_path = NULL, *addr_file = NULL;
+    const char *http_host = "127.0.0.1";
+    int http_port = -1; /* -1: no status port */
     int have_blocks = 0;
     long grace_s = 5;
     char *adapters[16]; /* "NAME=FILE" (split at '=' below) */
@@ -390,8 +473,11 @@ int shoal_cmd_serve(int argc, char **argv)
     serve_swarm sw = {.rebalance_s = 60, .ttl_s = 300, .refresh_s = 60, .delay_ms = 2000};
     long v;
     int c;
+    if ((c = shoal_cli_prepare("serve", opts, ":m:b:p:i:t:h", &argc, &argv)))
+        return c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:b:p:i:t:h", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:b:p:i:t:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
         case 'b':
@@ -412,17 +498,10 @@ int shoal_cmd_serve(int argc, char **argv)
         case O_MAXBATCH: if (parse_long("--max-batch", optarg, 1, 65536, &v)) return 2; np.max_batch = (int)v; break;
         case O_TIMEOUT: if (parse_long("--session-timeout", optarg, 1, 1L << 24, &v)) return 2; np.session_timeout_s = (double)v; break;
         case O_BUSY: if (parse_long("--busy-wait", optarg, 0, 600000, &v)) return 2; np.busy_wait_ms = (int)v; break;
-        case O_LOG:
-            if (shoal_log_level_from_name(optarg) < 0) {
-                fprintf(stderr, "shoal serve: --log-level: debug, info, warn, error or off\n");
-                return 2;
-            }
-            shoal_log_set_level(shoal_log_level_from_name(optarg));
-            break;
         case O_ADAPTER:
             if (!strchr(optarg, '=') || optarg[0] == '=' || n_adapters == 16) {
-                fprintf(stderr, "shoal serve: --adapter: expected NAME=FILE (16 at most), "
-                                "got '%s'\n", optarg);
+                fprintf(stderr, "shoal serve: %s: expected NAME=FILE (16 at most), got '%s'\n",
+                        shoal_cli_source("--adapter", optarg), optarg);
                 return 2;
             }
             adapters[n_adapters++] = optarg;
@@ -435,8 +514,10 @@ int shoal_cmd_serve(int argc, char **argv)
         case O_TTL: if (parse_long("--record-ttl", optarg, 3, 540, &v)) return 2; sw.ttl_s = v; break;
         case O_REFRESH: if (parse_long("--refresh-period", optarg, 1, 3600, &v)) return 2; sw.refresh_s = v; break;
         case O_PDELAY: if (parse_long("--placement-delay", optarg, 0, 600000, &v)) return 2; sw.delay_ms = v; break;
+        case O_HTTPPORT: if (parse_long("--http-port", optarg, 0, 65535, &v)) return 2; http_port = (int)v; break;
+        case O_HTTPHOST: http_host = optarg; break;
         case 'h': serve_usage(stdout); return 0;
-        default: return 2; /* getopt has said what is wrong */
+        default: return shoal_cli_bad_option("serve", c, argv);
         }
     }
     if (!model_path || (!have_blocks && !sw.peers_arg) || optind != argc) {
@@ -469,6 +550,7 @@ int shoal_cmd_serve(int argc, char **argv)
     shoal_identity *id = NULL;
     shoal_node *node = NULL;
     shoal_announce *ann = NULL;
+    serve_http *http = NULL;
     int rc = shoal_gguf_open(model_path, &g, err, sizeof err);
     if (rc) {
         fprintf(stderr, "shoal serve: %s\n", err);
@@ -487,28 +569,54 @@ int shoal_cmd_serve(int argc, char **argv)
         fprintf(stderr, "shoal serve: cannot write %s: %s\n", addr_file, strerror(errno));
         goto out;
     }
+    if (http_port >= 0 && !(sw.metrics = shoal_metrics_new())) {
+        fprintf(stderr, "shoal serve: out of memory\n");
+        goto out;
+    }
+    if (sw.metrics && shoal_node_set_metrics(node, sw.metrics)) {
+        fprintf(stderr, "shoal serve: cannot register the node's metrics\n");
+        goto out;
+    }
     if ((rc = shoal_node_start(node, err, sizeof err))) {
         fprintf(stderr, "shoal serve: %s\n", err);
         goto out;
     }
     printf("%s\n", shoal_node_address(node));
     fflush(stdout);
+    if (http_port >= 0 && serve_http_begin(&sw, g, node, http_host, http_port, model_path, &http))
+        goto out;
 
     struct timespec tick = {0, 200 * 1000 * 1000};
     struct timespec leave_tick = {0, 50 * 1000 * 1000};
     struct timespec t_leave = {0, 0};
+    int ready_begin = -1, ready_end = -1; /* the span systemd was told about */
     for (;;) {
         int leaving = shoal_node_leaving(node);
+        int online = !ann || shoal_announce_online(ann);
+        serve_http_update(http, shoal_node_address(node), np.block_begin, np.block_end,
+                          leaving ? "leaving" : online ? "online" : "joining",
+                          online && !leaving, shoal_node_sessions(node), sw.throughput);
+        /* systemd (node/notify.h): ready once the span is online in the DHT,
+         * or at once without one; again after a move */
+        if (!leaving && (ready_begin != np.block_begin || ready_end != np.block_end) &&
+            (!ann || shoal_announce_online(ann))) {
+            shoal_notify_sendf("READY=1\nSTATUS=serving blocks %d:%d as %s", np.block_begin,
+                               np.block_end, shoal_node_address(node));
+            ready_begin = np.block_begin;
+            ready_end = np.block_end;
+        }
         int sig = sigtimedwait(&sigs, NULL, leaving ? &leave_tick : &tick);
         if (sig == SIGTERM && !leaving && grace_s > 0) {
             SHOAL_LOG_I("SIGTERM: leaving (at most %ld s for %d open sessions to move)", grace_s,
                         shoal_node_sessions(node));
+            shoal_notify_send("STOPPING=1\nSTATUS=leaving: sessions move elsewhere");
             shoal_node_leave(node);
             clock_gettime(CLOCK_MONOTONIC, &t_leave);
             continue;
         }
         if (sig == SIGINT || sig == SIGTERM) {
             SHOAL_LOG_I("%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            shoal_notify_send("STOPPING=1\nSTATUS=stopping");
             status = 0;
             break;
         }
@@ -518,6 +626,8 @@ int shoal_cmd_serve(int argc, char **argv)
         }
         uint32_t mb, me; /* >>> rebalancing: node/announce.h */
         if (ann && !leaving && shoal_announce_move_wanted(ann, &mb, &me)) {
+            serve_http_update(http, shoal_node_address(node), np.block_begin, np.block_end,
+                              "moving", false, shoal_node_sessions(node), sw.throughput);
             int r = serve_move(&sw, g, id, &np, adapters, n_adapters, grace_s, &sigs, ann,
                                &node, mb, me);
             if (r == 1)
@@ -543,8 +653,10 @@ int shoal_cmd_serve(int argc, char **argv)
         shoal_announce_leave(ann, 2000); /* OFFLINE records for our span */
     SHOAL_LOG_I("stopped");
 out:
+    serve_http_stop(&http);
     shoal_node_destroy(&node);
     shoal_announce_destroy(&ann);
+    shoal_metrics_destroy(&sw.metrics);
     shoal_identity_destroy(&id);
     shoal_gguf_close(&g);
     return status;

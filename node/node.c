@@ -247,6 +247,7 @@ static void io_error(shoal_node *n, zmq_msg_t *routing, uint64_t request_id, int
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     size_t hlen;
+    node_metrics_error(n, n->io_op, code);
     SHOAL_LOG_D("request %llu refused: %s: %s", (unsigned long long)request_id,
                 shoal_strerror(code), msg);
     if (shoal_wire_encode_error(request_id, code, msg, n->hbuf, SHOAL_WIRE_HEADER_MAX, &hlen) == 0)
@@ -454,6 +455,9 @@ static void io_request(shoal_node *n, shoal_transport_msg *m)
         return; /* not even a header: nothing to answer */
     shoal_wire_header req;
     int rc = shoal_wire_decode(&req, zmq_msg_data(&m->frame[1]), zmq_msg_size(&m->frame[1]));
+    n->io_op = rc ? 0 : req.op; /* 0: counted as "unknown" */
+    if (!(!rc && (req.flags & SHOAL_WIRE_FLAG_REPLY)))
+        node_metrics_request(n, n->io_op);
     if (rc == SHOAL_ERR_VERSION) {
         io_error(n, &m->frame[0], req.request_id, rc, "protocol version %u; this node speaks %d",
                  req.version, SHOAL_WIRE_VERSION);
@@ -477,9 +481,21 @@ static void io_request(shoal_node *n, shoal_transport_msg *m)
     }
     switch (req.op) {
     case SHOAL_OP_PING: {
+        /* a pad asked back (a client timing the link) is the first req.pad
+         * bytes of the request's own pad: never more than it brought */
         shoal_wire_header *r = &n->rep;
-        shoal_wire_reply_init(r, &req);
-        io_reply(n, &m->frame[0], r);
+        size_t hlen;
+        if (shoal_wire_ping_reply(r, &req) || !r->ntensors) {
+            shoal_wire_reply_init(r, &req);
+            io_reply(n, &m->frame[0], r);
+        } else if (shoal_wire_encode(r, n->hbuf, SHOAL_WIRE_HEADER_MAX, &hlen) == 0) {
+            shoal_transport_part parts[3] = {
+                {zmq_msg_data(&m->frame[0]), zmq_msg_size(&m->frame[0])},
+                {n->hbuf, hlen},
+                {zmq_msg_data(&m->frame[2]), (size_t)r->tensors[0].nbytes}};
+            if (shoal_transport_send(n->router, parts, 3))
+                SHOAL_LOG_D("reply dropped: the client is gone or not reading");
+        }
         return;
     }
     case SHOAL_OP_INFO: io_info(n, &m->frame[0], &req); return;
@@ -605,6 +621,7 @@ static void *io_main(void *arg)
             freed += node_train_expire_locked(n, now);
             pthread_mutex_unlock(&n->mu);
             next_expire = now + EXPIRE_EVERY_S;
+            node_metrics_tick(n); /* the gauges, once a second */
         }
         if (n->npending && (freed || r == 0 || now > n->pending[0]->deadline))
             io_pending(n, 0);
@@ -725,6 +742,11 @@ const char *shoal_node_address(const shoal_node *n) { return n->address; }
 int shoal_node_port(const shoal_node *n) { return n->port; }
 const shoal_model_id *shoal_node_model_id(const shoal_node *n) { return &n->model_id; }
 uint64_t shoal_node_cache_tokens(const shoal_node *n) { return n->p.cache_tokens; }
+
+int shoal_node_set_metrics(shoal_node *n, struct shoal_metrics *m)
+{
+    return m ? node_metrics_init(n, m) : 0;
+}
 int shoal_node_workers(const shoal_node *n) { return n->nworkers; }
 
 /* ---- graceful leave ------------------------------------------------------ */

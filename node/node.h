@@ -93,6 +93,14 @@ int shoal_node_new(const shoal_gguf *g, const shoal_identity *id, const shoal_no
 int shoal_node_add_adapter(shoal_node *n, const char *name, const char *path, char *err,
                            size_t errlen);
 
+/* Keep Prometheus metrics (families shoal_node_*, listed in
+ * node/node_metrics.c) in m, which must outlive the node; call before
+ * shoal_node_start. A registry may be handed to successive nodes (a node
+ * made anew after moving its span): the families and counters carry on.
+ * SHOAL_ERR_ARG when m's names clash with other families. */
+struct shoal_metrics;
+int shoal_node_set_metrics(shoal_node *n, struct shoal_metrics *m);
+
 /* Start the I/O and compute threads. */
 int shoal_node_start(shoal_node *n, char *err, size_t errlen);
 

@@ -83,6 +83,15 @@ typedef struct node_fwd_slot {
     uint64_t used;                /* LRU stamp */
 } node_fwd_slot;
 
+/* Metric family ids in the registry given by shoal_node_set_metrics
+ * (node_metrics.c); m is NULL when the node keeps no metrics. */
+typedef struct node_metrics {
+    struct shoal_metrics *m;
+    int requests, errors, tokens, step;
+    int sessions, kv_used, kv_budget, queued, dht_peers, dht_records, span_start, span_end,
+        leaving;
+} node_metrics;
+
 typedef struct node_worker {
     struct shoal_node *node;
     int index;
@@ -147,6 +156,9 @@ struct shoal_node {
     node_job *pending[NODE_MAX_PENDING]; /* I/O thread only */
     int npending;
 
+    node_metrics metrics;         /* node_metrics.c; set before start */
+    uint32_t io_op;               /* I/O thread: op of the request in hand */
+
     node_worker *workers;
     int nworkers;
     uint8_t *hbuf;                /* I/O thread's reply buffer */
@@ -168,6 +180,15 @@ int node_session_expire(shoal_node *n, double now);
 /* The node's span object for blocks [a, b), made on first use. NULL when
  * the span table is full or the model cannot be opened. */
 const node_span *node_span_get(shoal_node *n, int a, int b);
+
+/* node_metrics.c: no-ops when the node keeps no metrics. Any thread, but
+ * tick, which reads the DHT: the I/O thread (or before start). */
+int node_metrics_init(shoal_node *n, struct shoal_metrics *m);
+void node_metrics_request(shoal_node *n, uint32_t op);
+void node_metrics_error(shoal_node *n, uint32_t op, int code);
+void node_metrics_tokens(shoal_node *n, uint32_t op, uint64_t tokens);
+void node_metrics_step(shoal_node *n, uint32_t op, double seconds);
+void node_metrics_tick(shoal_node *n);
 
 /* worker.c */
 int node_worker_init(shoal_node *n, node_worker *w, int index, int threads);

@@ -118,6 +118,7 @@ void node_worker_error(node_worker *w, node_job *j, int code, const char *fmt, .
     if (shoal_wire_encode_error(j->h.request_id, code, msg, w->hbuf, SHOAL_WIRE_HEADER_MAX,
                                 &hlen) == 0)
         node_worker_send(w, j, hlen, NULL, 0);
+    node_metrics_error(w->node, j->h.op, code);
     SHOAL_LOG_D("request %llu (%s): %s: %s", (unsigned long long)j->h.request_id,
                 shoal_wire_op_name(j->h.op), shoal_strerror(code), msg);
 }
@@ -155,6 +156,13 @@ static void reply_ok(node_worker *w, node_job *j, const float *x)
         return;
     }
     node_worker_send(w, j, hlen, x ? w->tbuf : NULL, tlen);
+    if (x) {
+        const shoal_codec_desc *q = &j->h.tensors[0];
+        uint64_t rows = 1;
+        for (uint32_t i = 0; i + 1 < q->ndim; i++)
+            rows *= q->shape[i];
+        node_metrics_tokens(w->node, j->h.op, rows);
+    }
 }
 
 /* ---- requests ---------------------------------------------------------- */
@@ -392,6 +400,7 @@ void *node_worker_main(void *arg)
         }
         n->active++;
         pthread_mutex_unlock(&n->mu);
+        double t0 = node_now();
         switch (j->h.op) {
         case SHOAL_OP_FORWARD: do_forward(w, j); break;
         case SHOAL_OP_SESSION_OPEN: do_open(w, j); break;
@@ -407,6 +416,7 @@ void *node_worker_main(void *arg)
         case SHOAL_OP_TRAIN_CLOSE: node_train_run(w, j); break;
         default: node_worker_error(w, j, SHOAL_ERR_INTERNAL, "op %u queued by mistake", j->h.op);
         }
+        node_metrics_step(n, j->h.op, node_now() - t0);
         pthread_mutex_lock(&n->mu);
         if (j->s) {
             j->s->busy = 0;

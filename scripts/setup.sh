@@ -15,8 +15,9 @@ packages=(build-essential cmake pkg-config libsodium-dev libzmq3-dev libmsgpack-
 # Used by the integration tests when present (they skip those checks
 # otherwise): node and npm run the official `openai` package against `shoal
 # api`, promtool (package prometheus) checks /metrics, clang builds the
-# libFuzzer targets (scripts/fuzz.sh).
-optional=(nodejs prometheus clang libclang-rt-14-dev)
+# libFuzzer targets (scripts/fuzz.sh), headless Chromium loads the
+# dashboard, iproute2 (ip, tc) makes the multi-host test's namespaces.
+optional=(nodejs prometheus clang libclang-rt-14-dev chromium iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

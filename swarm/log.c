@@ -1,6 +1,8 @@
 /* Leveled logging with a replaceable sink (see log.h). */
 #include "swarm/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -17,6 +19,7 @@ static atomic_int log_level = SHOAL_LOG_INFO;
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static shoal_log_sink log_sink;
 static void *log_sink_ctx;
+static int log_fd = -1; /* the default sink's file (shoal_log_set_file); -1: stderr */
 
 void shoal_log_set_level(int level)
 {
@@ -43,6 +46,20 @@ void shoal_log_set_sink(shoal_log_sink sink, void *ctx)
     pthread_mutex_unlock(&log_mu);
 }
 
+int shoal_log_set_file(const char *path)
+{
+    int fd = -1;
+    if (path && (fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)) < 0)
+        return -1;
+    pthread_mutex_lock(&log_mu);
+    int old = log_fd;
+    log_fd = fd;
+    pthread_mutex_unlock(&log_mu);
+    if (old >= 0)
+        close(old);
+    return 0;
+}
+
 int shoal_log_level_from_name(const char *name)
 {
     static const char *const names[] = {"debug", "info", "warn", "error", "off"};
@@ -52,16 +69,33 @@ int shoal_log_level_from_name(const char *name)
     return -1;
 }
 
-static void stderr_sink(int level, const char *line)
+/* The default sink, called under log_mu: standard error or log_fd. */
+static void default_sink(int level, const char *line)
 {
     static const char tag[] = "DIWE";
     struct timeval tv;
     struct tm tm;
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ shoal[%d] %c: %s\n",
-            tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-            (int)(tv.tv_usec / 1000), (int)getpid(), tag[level & 3], line);
+    char out[LOG_LINE_MAX + 64];
+    int n = snprintf(out, sizeof out, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ shoal[%d] %c: %s\n",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, (int)(tv.tv_usec / 1000), (int)getpid(), tag[level & 3], line);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof out ? (size_t)n : sizeof out - 1;
+    int saved = errno; /* logging never changes errno under the caller */
+    if (log_fd < 0)
+        fwrite(out, 1, len, stderr);
+    for (size_t off = 0; log_fd >= 0 && off < len;) {
+        ssize_t w = write(log_fd, out + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break; /* a full disk loses log lines, never the program */
+        off += (size_t)w;
+    }
+    errno = saved;
 }
 
 void shoal_log(int level, const char *fmt, ...)
@@ -83,6 +117,6 @@ void shoal_log(int level, const char *fmt, ...)
     if (log_sink)
         log_sink(log_sink_ctx, level, line);
     else
-        stderr_sink(level, line);
+        default_sink(level, line);
     pthread_mutex_unlock(&log_mu);
 }

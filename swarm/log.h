@@ -6,10 +6,11 @@
  * A line is formatted only when its level passes the threshold, then handed
  * to the sink: by default standard error, as
  *   2024-05-01T12:00:00.123Z shoal[1234] W: message
- * A program may replace the sink (tests capture lines, a daemon may send
- * them to syslog). The threshold and the sink are process-wide settings, the
- * one piece of global state the project allows, like ggml's log callback:
- * set them at start, before threads log.
+ * A program may send the lines to a file instead (--log-file) or replace
+ * the sink (tests capture lines, a daemon may send them to syslog). The
+ * threshold, the sink and the file are process-wide settings, the one
+ * piece of global state the project allows, like ggml's log callback: set
+ * them at start, before threads log.
  *
  * Never log keys, tokens, prompts or tensors: addresses, ids, sizes and
  * error codes only.
@@ -38,8 +39,15 @@ void shoal_log_set_level(int level);
 int shoal_log_get_level(void);
 bool shoal_log_enabled(int level);
 
-/* Replace the sink; NULL restores the default (standard error). */
+/* Replace the sink; NULL restores the default (standard error, or the
+ * file of shoal_log_set_file). */
 void shoal_log_set_sink(shoal_log_sink sink, void *ctx);
+
+/* The default sink appends its lines to the file at path (created 0644)
+ * instead of standard error: one write() per line, so several processes
+ * may share a file. NULL closes the file and returns to standard error.
+ * 0, or -1 with errno set (the previous destination stays). */
+int shoal_log_set_file(const char *path);
 
 /* "debug", "info", "warn", "error", "off" -> level; -1 for anything else. */
 int shoal_log_level_from_name(const char *name);

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "client/metrics.h"
+#include "swarm/metrics.h"
 
 static const char *expected =
     "# HELP t_requests_total Requests, by route.\n"

@@ -22,8 +22,8 @@
  * (one mutex per registry); families must all be added before the
  * registry is shared.
  */
-#ifndef SHOAL_CLIENT_METRICS_H
-#define SHOAL_CLIENT_METRICS_H
+#ifndef SHOAL_SWARM_METRICS_H
+#define SHOAL_SWARM_METRICS_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -50,8 +50,10 @@ void shoal_metrics_destroy(shoal_metrics **m);
 
 /* Adds a family; returns its id (>= 0) or -1 for a bad name, label name,
  * type or bounds (histograms: 1..SHOAL_METRICS_MAX_BUCKETS strictly
- * increasing finite bounds, +Inf is implied), a name already used, a full
- * registry or no memory. label_names[0..n_labels) may be NULL when
+ * increasing finite bounds, +Inf is implied), a name already used by a
+ * different family, a full registry or no memory. Adding a family again
+ * with the same name, type, labels and bounds returns the id it has (its
+ * series and values stay): a component made anew registers again. label_names[0..n_labels) may be NULL when
  * n_labels is 0. */
 int shoal_metrics_add_family(shoal_metrics *m, int type, const char *name, const char *help,
                              const char *const *label_names, int n_labels,

@@ -8,7 +8,7 @@
  * added, series in the order they appeared, histogram buckets cumulative
  * as the format wants them.
  */
-#include "client/metrics.h"
+#include "swarm/metrics.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -100,6 +100,20 @@ static bool valid_name(const char *s, bool colon)
     return true;
 }
 
+static bool same_family(const family *f, int type, const char *const *label_names,
+                        int n_labels, const double *bounds, int n_bounds)
+{
+    if (f->type != type || f->n_labels != n_labels || f->n_bounds != n_bounds)
+        return false;
+    for (int j = 0; j < n_labels; j++)
+        if (strcmp(f->labels[j], label_names[j]))
+            return false;
+    for (int j = 0; j < n_bounds; j++)
+        if (f->bounds[j] != bounds[j])
+            return false;
+    return true;
+}
+
 int shoal_metrics_add_family(shoal_metrics *m, int type, const char *name, const char *help,
                              const char *const *label_names, int n_labels,
                              const double *bounds, int n_bounds)
@@ -125,9 +139,13 @@ int shoal_metrics_add_family(shoal_metrics *m, int type, const char *name, const
     int id = -1;
     if (m->n_fam == SHOAL_METRICS_MAX_FAMILIES)
         goto out;
-    for (int i = 0; i < m->n_fam; i++)
-        if (!strcmp(m->fam[i].name, name))
-            goto out;
+    for (int i = 0; i < m->n_fam; i++) {
+        if (strcmp(m->fam[i].name, name))
+            continue;
+        if (same_family(&m->fam[i], type, label_names, n_labels, bounds, n_bounds))
+            id = i; /* added again (a node made anew after moving): the same family */
+        goto out;
+    }
     family *f = &m->fam[m->n_fam];
     memset(f, 0, sizeof *f);
     f->type = type;
