@@ -25,7 +25,7 @@ for src in tests/fuzz/fuzz_*.c; do
   cp -r "tests/fuzz/corpus/$name/." "$work/$name/" 2>/dev/null || true
   if "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$work/$name-" \
        "$work/$name" >"$work/$name.log" 2>&1; then
-    echo "fuzz: $name: $(grep -Eo '#[0-9]+' "$work/$name.log" | tail -1 | tr -d '#') runs, no crash"
+    echo "fuzz: $name: $(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$work/$name.log" | tail -1) runs, no crash"
   else
     echo "fuzz: $name FAILED"; tail -40 "$work/$name.log"; status=1
   fi
