@@ -622,6 +622,7 @@ static void *io_main(void *arg)
             pthread_mutex_unlock(&n->mu);
             next_expire = now + EXPIRE_EVERY_S;
             node_metrics_tick(n); /* the gauges, once a second */
+            node_push_expire(n, now);
         }
         if (n->npending && (freed || r == 0 || now > n->pending[0]->deadline))
             io_pending(n, 0);

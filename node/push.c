@@ -16,6 +16,7 @@ typedef struct push_link {
     char address[SHOAL_ADDR_MAX];
     void *sock;
     uint64_t used;
+    double last;                  /* node_now() of the last push sent */
 } push_link;
 
 typedef struct push_relay {
@@ -28,6 +29,8 @@ struct node_push_table {
     push_link links[NODE_PUSH_LINKS];
     int nlinks;
     uint64_t stamp;
+    double new_tokens;            /* new links that may be opened now */
+    double new_at;                /* node_now() of the last refill */
     push_relay relays[NODE_PUSH_RELAYS];
     int next_relay;
     uint8_t *hbuf;                /* SHOAL_WIRE_HEADER_MAX: error replies */
@@ -38,6 +41,8 @@ int node_push_init(shoal_node *n)
     n->push_table = calloc(1, sizeof *n->push_table);
     if (!n->push_table || !(n->push_table->hbuf = malloc(SHOAL_WIRE_HEADER_MAX)))
         return SHOAL_ERR_NOMEM;
+    n->push_table->new_tokens = NODE_PUSH_NEW_BURST;
+    n->push_table->new_at = node_now();
     return 0;
 }
 
@@ -169,15 +174,32 @@ static void relay_error(shoal_node *n, const uint8_t *rid, size_t rid_len, uint6
     shoal_transport_send(n->router, parts, 2);
 }
 
+/* May a new outgoing link be opened now? A token bucket: a client names the
+ * next hop's address, so without a bound a client could make the node
+ * connect to any number of hosts. */
+static bool link_allowed(struct node_push_table *t, double now)
+{
+    t->new_tokens += (now - t->new_at) * NODE_PUSH_NEW_PER_S;
+    if (t->new_tokens > NODE_PUSH_NEW_BURST)
+        t->new_tokens = NODE_PUSH_NEW_BURST;
+    t->new_at = now;
+    if (t->new_tokens < 1)
+        return false;
+    t->new_tokens -= 1;
+    return true;
+}
+
 /* The outgoing link to address, opened when missing (the least recently
  * used one closed when the table is full). NULL when it cannot be. */
 static push_link *link_get(shoal_node *n, const char *address)
 {
     struct node_push_table *t = n->push_table;
     push_link *victim = NULL;
+    double now = node_now();
     for (int i = 0; i < t->nlinks; i++) {
         if (!strcmp(t->links[i].address, address)) {
             t->links[i].used = ++t->stamp;
+            t->links[i].last = now;
             return &t->links[i];
         }
         if (!victim || t->links[i].used < victim->used)
@@ -186,6 +208,11 @@ static push_link *link_get(shoal_node *n, const char *address)
     shoal_addr a;
     if (shoal_addr_parse(&a, address))
         return NULL;
+    if (!link_allowed(t, now)) {
+        SHOAL_LOG_D("push to %s refused: too many new next hops (%.0f per minute)", address,
+                    NODE_PUSH_NEW_PER_S * 60);
+        return NULL;
+    }
     push_link *l = t->nlinks < NODE_PUSH_LINKS ? &t->links[t->nlinks] : victim;
     if (l == victim)
         shoal_transport_close(&l->sock);
@@ -198,7 +225,16 @@ static push_link *link_get(shoal_node *n, const char *address)
     }
     snprintf(l->address, sizeof l->address, "%s", address);
     l->used = ++t->stamp;
+    l->last = now;
     return l;
+}
+
+void node_push_expire(shoal_node *n, double now)
+{
+    struct node_push_table *t = n->push_table;
+    for (int i = 0; i < t->nlinks; i++)
+        if (t->links[i].sock && now - t->links[i].last > NODE_PUSH_IDLE_S)
+            shoal_transport_close(&t->links[i].sock); /* the slot stays, empty */
 }
 
 void node_push_send(shoal_node *n, shoal_transport_msg *m)

@@ -11,6 +11,15 @@
  * sends it on an outgoing DEALER it owns (one per next-hop address, at most
  * NODE_PUSH_LINKS, the least recently used closed first; sends never block).
  *
+ * The next hop's address comes from a client, so a client could make the
+ * node connect anywhere. Bounds: at most NODE_PUSH_LINKS links, new ones
+ * from a token bucket (NODE_PUSH_NEW_BURST, then NODE_PUSH_NEW_PER_S),
+ * links idle for NODE_PUSH_IDLE_S closed, and a link to a host that does
+ * not answer retries with backoff (swarm/transport.h), so no client can
+ * turn a node into a stream of connection attempts. A push that finds no
+ * link is refused like one that cannot be sent: the client drives that
+ * hop itself (client/remote.h), nothing is lost.
+ *
  * The node that receives a SESSION_PUSH checks the session and the token,
  * then runs it as a step of that session, but answers the session's client
  * (the routing id of the connection the client last used for the session:
@@ -35,6 +44,9 @@
 #include "node/node_impl.h"
 
 #define NODE_PUSH_LINKS 16  /* outgoing connections kept at most */
+#define NODE_PUSH_NEW_BURST 16   /* new outgoing connections at once ... */
+#define NODE_PUSH_NEW_PER_S 0.2  /* ... then one per 5 s */
+#define NODE_PUSH_IDLE_S 120     /* a link unused this long is closed */
 #define NODE_PUSH_RELAYS 64 /* pushes remembered for relaying their errors */
 
 int node_push_init(shoal_node *n);
@@ -53,6 +65,8 @@ int node_push_accept(node_worker *w, node_job *j, node_session *s);
  * route[0], when j carries a route. */
 void node_push_forward(node_worker *w, node_job *j, const float *x, uint32_t ntok);
 
+/* I/O thread: close links idle longer than NODE_PUSH_IDLE_S. */
+void node_push_expire(shoal_node *n, double now);
 /* I/O thread: the outgoing sockets to poll (POLLIN), at most max; their
  * count. */
 int node_push_poll_items(shoal_node *n, zmq_pollitem_t *items, int max);

@@ -18,6 +18,7 @@
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define ZAP_MAX_FRAMES 8
 #define HANDSHAKE_MS 10000
+#define RECONNECT_MAX_MS 2000 /* a client retries a lost peer at 100 ms, doubling to this */
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -143,7 +144,9 @@ int shoal_transport_client_open(void *zctx, const shoal_addr *a, int64_t max_fra
     int rc = SHOAL_ERR_IO;
     if (zmq_curve_keypair(pub, sec))
         goto out;
+    int ivl_max = RECONNECT_MAX_MS;
     if (set_common(s, max_frame) ||
+        zmq_setsockopt(s, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max) ||
         zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server_key, 32) ||
         zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, pub, 40) ||
         zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 40))

@@ -70,7 +70,9 @@ int shoal_transport_server_open(void *zctx, const shoal_identity *id, const char
 
 /* Open a DEALER socket connected to the node at a, as a CURVE client with
  * an ephemeral keypair that expects a's key. Connecting is asynchronous:
- * this never waits for the node. SHOAL_ERR_IO / _UNSUPPORTED / _FORMAT. */
+ * this never waits for the node; a peer that is down or goes away is
+ * retried after 100 ms, doubling up to 2 s (never a steady stream of
+ * connection attempts). SHOAL_ERR_IO / _UNSUPPORTED / _FORMAT. */
 int shoal_transport_client_open(void *zctx, const shoal_addr *a, int64_t max_frame,
                                 void **sock);
 

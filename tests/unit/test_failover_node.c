@@ -12,6 +12,10 @@
  *             a session opened without a token, or to an address that is
  *             not one, is refused, and the error reaches the client as an
  *             ERROR under the push's id on its link to the pushing node.
+ *   bounded   a client naming 40 different (dead) next hops in a row gets
+ *             most of them refused: a node opens new outgoing links from
+ *             a token bucket (node/push.h), so a client cannot make it
+ *             connect to any number of hosts; the step itself still runs.
  *   leave     after SIGTERM a node with an open session says OFFLINE in
  *             INFO, refuses new sessions ("node is leaving"), still runs
  *             steps and flags their replies LEAVING, and exits 0 as soon
@@ -30,6 +34,8 @@
 #include "kernels/err.h"
 #include "kernels/gguf.h"
 #include "kernels/model.h"
+#include "node/push.h"
+#include "proto/addr.h"
 #include "proto/codec.h"
 #include "proto/wire.h"
 #include "swarm/transport.h"
@@ -258,6 +264,73 @@ out:
     shoal_link_destroy(&l2);
 }
 
+/* Steps on na with routes to n different addresses nobody listens on. */
+static void test_push_bound(const node_proc *na)
+{
+    enum { N = 40 };
+    shoal_link *l1 = NULL;
+    CHECK(shoal_link_open(zctx, na->addr, &l1) == 0);
+    if (!l1)
+        return;
+    float x[NTOK * 64];
+    embed(x, NTOK);
+    CHECK(open_session(l1, 21, 0, 2, 0x2121) == 0);
+    uint64_t first = next_id + 1;
+    char addrs[N][SHOAL_ADDR_MAX];
+    for (int i = 0; i < N; i++) {
+        uint8_t sk[crypto_sign_SECRETKEYBYTES];
+        shoal_addr a;
+        memset(&a, 0, sizeof a);
+        crypto_sign_keypair(a.pubkey, sk); /* a real key: the link is opened */
+        snprintf(a.host, sizeof a.host, "127.0.0.1");
+        a.port = 9; /* discard: closed on loopback */
+        CHECK(shoal_addr_format(&a, addrs[i], sizeof addrs[i]) == 0);
+        shoal_wire_header h;
+        step_header(&h, 21, 100 + (uint64_t)i, 0);
+        set_route(&h, addrs[i], 1, 1);
+        h.request_id = ++next_id;
+        next_id++;
+        CHECK(shoal_link_send(l1, &h, x, NTOK, (uint32_t)dim, SHOAL_CODEC_F32) == 0);
+    }
+    int answered = 0, refused = 0;
+    double end = shoal_link_now() + 5000;
+    while (shoal_link_now() < end && answered < N) {
+        zmq_pollitem_t it[2];
+        shoal_link_poll_items(l1, it);
+        zmq_poll(it, 2, 50);
+        shoal_wire_header r;
+        shoal_transport_msg m;
+        while (shoal_link_service(l1, shoal_link_now(), &m, &r) == 0) {
+            if (r.request_id >= first && r.op == SHOAL_OP_SESSION_STEP)
+                answered++;
+            else if (r.request_id >= first && r.op == SHOAL_OP_ERROR && r.error == SHOAL_ERR_IO)
+                refused++;
+            shoal_transport_msg_close(&m);
+        }
+    }
+    /* wait a little more for the last relays */
+    end = shoal_link_now() + 500;
+    while (shoal_link_now() < end) {
+        zmq_pollitem_t it[2];
+        shoal_link_poll_items(l1, it);
+        zmq_poll(it, 2, 50);
+        shoal_wire_header r;
+        shoal_transport_msg m;
+        while (shoal_link_service(l1, shoal_link_now(), &m, &r) == 0) {
+            if (r.request_id >= first && r.op == SHOAL_OP_ERROR && r.error == SHOAL_ERR_IO)
+                refused++;
+            shoal_transport_msg_close(&m);
+        }
+    }
+    printf("bounded pushes: %d of %d steps answered, %d next hops refused (burst %d)\n",
+           answered, N, refused, NODE_PUSH_NEW_BURST);
+    CHECK(answered == N); /* the steps themselves run */
+    /* at most the burst (plus a token or two refilled meanwhile) were opened */
+    CHECK_MSG(refused >= N - NODE_PUSH_NEW_BURST - 2, "only %d refused", refused);
+    CHECK_MSG(refused <= N - 8, "%d refused: the first links should open", refused);
+    shoal_link_destroy(&l1);
+}
+
 static void test_leave(void)
 {
     const char *extra[] = {"--grace", "30", NULL};
@@ -340,6 +413,7 @@ int main(void)
         return 1;
     }
     test_push(&na, &nb);
+    test_push_bound(&na);
     CHECK(node_stop(&na, SIGINT, 10000) == 0);
     CHECK(node_stop(&nb, SIGINT, 10000) == 0);
     test_leave();
