@@ -86,7 +86,7 @@ shoal_announce_params shoal_announce_params_default(void)
     p.record_ttl_ms = 5 * 60 * 1000;
     p.refresh_ms = 60 * 1000;
     p.rebalance_ms = 0;
-    p.rebalance_margin = 0.2;
+    p.rebalance_margin = 0.02;
     return p;
 }
 

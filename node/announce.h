@@ -64,12 +64,14 @@ typedef struct shoal_announce_params {
     int64_t record_ttl_ms;   /* 5 min: records expire this long after signing */
     int64_t refresh_ms;      /* 60 s (at most record_ttl_ms / 3) */
     int64_t rebalance_ms;    /* 0: never re-check placement */
-    double rebalance_margin; /* 0.2: move for a bottleneck 20 % higher */
+    double rebalance_margin; /* 0.02: move when the bottleneck gains more than
+                                2 % of this server's own throughput
+                                (swarm/placement.h) */
     double throughput;       /* tokens/s through one block (announced) */
 } shoal_announce_params;
 
 /* No peers, 5 min records refreshed each minute, no rebalancing, margin
- * 0.2, throughput 0. */
+ * 0.02, throughput 0. */
 shoal_announce_params shoal_announce_params_default(void);
 
 /* An announcer for the node at `address` (its shoal:// address, whose key

@@ -18,7 +18,8 @@
  * some throughputs; it would take the window Petals' rule picks over
  * those. It moves only when that raises the swarm's bottleneck (with it
  * where it would be, against with it where it is) by more than `margin`
- * times its own throughput (0.2: a fifth of the most one server can add;
+ * times its own throughput (0.02 in `shoal serve`: 2 % of the most one
+ * server can add;
  * a margin relative to the bottleneck would freeze large swarms, where one
  * server is a small share of every block), and when no block is left
  * uncovered after the move. Every move raises the bottleneck by a positive

@@ -25,7 +25,7 @@
  * (shoal_placement_choose, as `shoal serve` without --blocks does), then
  * rebalancing rounds: each server in random order runs
  * shoal_placement_should_move over the others (as node/announce.c does,
- * margin X, 0.2 by default) and moves at once when it says so; rounds go
+ * margin X, 0.02 by default as in `shoal serve`) and moves at once when it says so; rounds go
  * on until nobody moves (at most 50). Printed: the bottleneck (least
  * block throughput) after the joins, after rebalancing, and an upper bound
  * on the optimum: sum_i t_i * len_i / 80 (every server adds t_i to len_i
@@ -826,7 +826,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     int dht = 0, place = 0, N = 10000, lookups = 1000, M = 1000;
-    double churn = 0.20, margin = 0.2;
+    double churn = 0.20, margin = 0.02;
     uint64_t seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
