@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,9 @@
 
 #include <sodium.h>
 
+#include "client/cli.h"
 #include "client/cmd.h"
+#include "client/statusd.h"
 #include "kernels/err.h"
 #include "proto/addr.h"
 #include "proto/identity.h"
@@ -36,6 +39,7 @@
 #include "swarm/cli.h"
 #include "swarm/dht_net.h"
 #include "swarm/log.h"
+#include "swarm/metrics.h"
 #include "swarm/record.h"
 #include "swarm/transport.h"
 
@@ -59,6 +63,10 @@ static void bootstrap_usage(FILE *out)
             "                            default: a new key each run)\n"
             "      --address-file FILE   also write the address alone to FILE\n"
             "      --initial-peers A,... other DHT nodes to join through\n"
+            "      --http-port P         also serve HTTP on P (0: any free port): /health\n"
+            "                            and /metrics (Prometheus: DHT peers, records held,\n"
+            "                            requests by RPC)\n"
+            "      --http-host H         interface for --http-port (default 127.0.0.1)\n"
             "  -h, --help                show this help\n");
     shoal_cli_help_common(out, "bootstrap");
 }
@@ -129,9 +137,100 @@ static int write_file_atomic(const char *path, const char *text)
     return 0;
 }
 
+/* ---- --http-port: /health and /metrics (client/statusd.h) --------------- */
+
+typedef struct boot_status {
+    shoal_metrics *m;
+    shoal_statusd *sd;
+    int requests, peers, records;
+    int64_t next_tick;
+    pthread_mutex_t mu;   /* below: read by the HTTP threads */
+    char address[SHOAL_ADDR_MAX];
+    uint32_t contacts;
+} boot_status;
+
+static int boot_health(void *ctx, json_t **body)
+{
+    boot_status *bs = ctx;
+    pthread_mutex_lock(&bs->mu);
+    *body = json_pack("{s:s,s:s,s:s,s:i}", "status", "ok", "role", "bootstrap", "address",
+                      bs->address, "dht_peers", (int)bs->contacts);
+    pthread_mutex_unlock(&bs->mu);
+    return 200; /* it answers DHT requests from the start */
+}
+
+static int boot_status_start(boot_status *bs, const char *host, int port, const char *address)
+{
+    static const char *const rpc[] = {"rpc"};
+    char err[512];
+    pthread_mutex_init(&bs->mu, NULL);
+    snprintf(bs->address, sizeof bs->address, "%s", address);
+    if (!(bs->m = shoal_metrics_new())) {
+        fprintf(stderr, "shoal bootstrap: out of memory\n");
+        return -1;
+    }
+    bs->requests = shoal_metrics_add_family(bs->m, SHOAL_METRIC_COUNTER,
+                                            "shoal_bootstrap_requests_total",
+                                            "Requests received, by RPC.", rpc, 1, NULL, 0);
+    bs->peers = shoal_metrics_add_family(bs->m, SHOAL_METRIC_GAUGE, "shoal_bootstrap_dht_peers",
+                                         "Contacts in the DHT routing table.", NULL, 0, NULL,
+                                         0);
+    bs->records = shoal_metrics_add_family(bs->m, SHOAL_METRIC_GAUGE,
+                                           "shoal_bootstrap_dht_records",
+                                           "Records held for the swarm's DHT.", NULL, 0, NULL, 0);
+    shoal_statusd_params p = {.host = host, .port = port, .metrics = bs->m,
+                              .health = boot_health, .ctx = bs};
+    if (bs->requests < 0 || bs->peers < 0 || bs->records < 0 ||
+        shoal_statusd_start(&p, &bs->sd, err, sizeof err)) {
+        fprintf(stderr, "shoal bootstrap: --http-port: %s\n",
+                bs->requests < 0 ? "cannot register the metrics" : err);
+        return -1;
+    }
+    static const char *const ops[] = {"find_node", "find_value", "store", "ping"};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        shoal_metrics_inc(bs->m, bs->requests, &ops[i], 0);
+    SHOAL_LOG_I("status port: http://%s%s%s:%d/ (/health, /metrics)",
+                strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+                shoal_statusd_port(bs->sd));
+    return 0;
+}
+
+static void boot_status_request(boot_status *bs, uint32_t op)
+{
+    if (!bs->m)
+        return;
+    const char *name = shoal_wire_op_name(op);
+    const char *v[1] = {name ? name : "unknown"};
+    shoal_metrics_inc(bs->m, bs->requests, v, 1);
+}
+
+/* The gauges, once a second, from the thread that owns the DHT. */
+static void boot_status_tick(boot_status *bs, shoal_dht_net *net, int64_t now)
+{
+    if (!bs->m || now < bs->next_tick)
+        return;
+    bs->next_tick = now + 1000;
+    shoal_dht_stats st;
+    shoal_dht_stats_get(shoal_dht_net_dht(net), &st);
+    shoal_metrics_set(bs->m, bs->peers, NULL, st.contacts);
+    shoal_metrics_set(bs->m, bs->records, NULL, st.records);
+    pthread_mutex_lock(&bs->mu);
+    bs->contacts = st.contacts;
+    pthread_mutex_unlock(&bs->mu);
+}
+
+static void boot_status_stop(boot_status *bs)
+{
+    if (!bs->m)
+        return;
+    shoal_statusd_stop(&bs->sd);
+    shoal_metrics_destroy(&bs->m);
+    pthread_mutex_destroy(&bs->mu);
+}
+
 /* Answer one message from the ROUTER. */
 static void boot_request(shoal_dht_net *net, void *router, shoal_transport_msg *m,
-                         uint8_t *buf)
+                         uint8_t *buf, boot_status *bs)
 {
     if (m->nframes != 2)
         return;
@@ -140,6 +239,7 @@ static void boot_request(shoal_dht_net *net, void *router, shoal_transport_msg *
     size_t len = 0;
     if (!rc && (req.flags & SHOAL_WIRE_FLAG_REPLY))
         return;
+    boot_status_request(bs, rc ? 0 : req.op);
     if (!rc && (req.op == SHOAL_OP_FIND_NODE || req.op == SHOAL_OP_FIND_VALUE ||
                 req.op == SHOAL_OP_STORE)) {
         shoal_dht_net_answer(net, router, zmq_msg_data(&m->frame[0]),
@@ -164,18 +264,21 @@ static void boot_request(shoal_dht_net *net, void *router, shoal_transport_msg *
 
 int shoal_cmd_bootstrap(int argc, char **argv)
 {
-    enum { O_HOST = 1, O_PUBLIC, O_ADDRFILE, O_PEERS };
+    enum { O_HOST = 1, O_PUBLIC, O_ADDRFILE, O_PEERS, O_HTTPPORT, O_HTTPHOST };
     static const struct option opts[] = {
         {"port", required_argument, 0, 'p'},        {"host", required_argument, 0, O_HOST},
         {"public-host", required_argument, 0, O_PUBLIC},
         {"identity", required_argument, 0, 'i'},    {"address-file", required_argument, 0, O_ADDRFILE},
         {"initial-peers", required_argument, 0, O_PEERS},
+        {"http-port", required_argument, 0, O_HTTPPORT},
+        {"http-host", required_argument, 0, O_HTTPHOST},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *host = "0.0.0.0", *pub = NULL, *id_path = NULL, *addr_file = NULL;
     char *peers_arg = NULL;
-    long port = 0;
+    const char *http_host = "127.0.0.1";
+    long port = 0, http_port = -1;
     int c;
     if ((c = shoal_cli_prepare("bootstrap", opts, ":p:i:h", &argc, &argv)))
         return c;
@@ -199,6 +302,11 @@ int shoal_cmd_bootstrap(int argc, char **argv)
         case 'i': id_path = optarg; break;
         case O_ADDRFILE: addr_file = optarg; break;
         case O_PEERS: peers_arg = optarg; break;
+        case O_HTTPPORT:
+            if (!shoal_cli_int("bootstrap", "--http-port", optarg, 0, 65535, &http_port))
+                return 2;
+            break;
+        case O_HTTPHOST: http_host = optarg; break;
         case 'h': bootstrap_usage(stdout); return 0;
         default: return shoal_cli_bad_option("bootstrap", c, argv);
         }
@@ -235,6 +343,7 @@ int shoal_cmd_bootstrap(int argc, char **argv)
     shoal_identity *id = NULL;
     void *zctx = NULL, *zap = NULL, *router = NULL;
     shoal_dht_net *net = NULL;
+    boot_status bs = {0};
     uint8_t *buf = malloc(SHOAL_WIRE_HEADER_MAX);
     zmq_pollitem_t *items = malloc((2 + 1024) * sizeof *items);
     if (!buf || !items || sodium_init() < 0) {
@@ -291,6 +400,8 @@ int shoal_cmd_bootstrap(int argc, char **argv)
     printf("%s\n", address);
     fflush(stdout);
     SHOAL_LOG_I("bootstrap node on %s", address);
+    if (http_port >= 0 && boot_status_start(&bs, http_host, (int)http_port, address))
+        goto out;
 
     size_t max_total = 2 * SHOAL_WIRE_HEADER_MAX + 256;
     int64_t wake = 0;
@@ -305,6 +416,7 @@ int shoal_cmd_bootstrap(int argc, char **argv)
         int64_t now = shoal_dht_net_now();
         if (now >= wake)
             wake = shoal_dht_net_pump(net, now);
+        boot_status_tick(&bs, net, now);
         items[0] = (zmq_pollitem_t){router, 0, ZMQ_POLLIN, 0};
         items[1] = (zmq_pollitem_t){zap, 0, ZMQ_POLLIN, 0};
         size_t k = shoal_dht_net_poll_items(net, items + 2, 1024);
@@ -331,13 +443,14 @@ int shoal_cmd_bootstrap(int argc, char **argv)
                     break;
                 if (rc)
                     continue;
-                boot_request(net, router, &m, buf);
+                boot_request(net, router, &m, buf, &bs);
                 shoal_transport_msg_close(&m);
             }
             wake = now;
         }
     }
 out:
+    boot_status_stop(&bs);
     shoal_dht_net_destroy(&net);
     shoal_transport_close(&router);
     shoal_transport_close(&zap);

@@ -2,6 +2,8 @@
 # The dashboard, /api/v1/state and node metrics, on a loopback swarm of
 # stories260K: a bootstrap node, three servers that place themselves (two
 # blocks each) with --http-port, and `shoal api --initial-peers`.
+#  - the bootstrap node's --http-port: /health 200, its DHT peers and
+#    requests in /metrics (promtool);
 #  - every node's /health turns 200 once its blocks are online; a node whose
 #    DHT cannot be reached stays 503;
 #  - /api/v1/state (from the API and from a node) lists the three servers
@@ -24,7 +26,7 @@ command -v python3 >/dev/null || { echo "FAIL: python3 is needed"; exit 1; }
 # metric FILE SERIES: the value of one series in a Prometheus text (0 when absent)
 metric() { awk -v s="$2" '$1 == s { v = $2 } END { print v + 0 }' "$1"; }
 
-"$SHOAL" bootstrap --port 0 --host 127.0.0.1 --address-file "$tmp/boot.addr" \
+"$SHOAL" bootstrap --port 0 --host 127.0.0.1 --address-file "$tmp/boot.addr" --http-port 0 \
   >/dev/null 2>"$tmp/boot.log" &
 pids+=($!)
 wait_file "$tmp/boot.addr" 10 || { echo "FAIL: no bootstrap address"; cat "$tmp/boot.log"; exit 1; }
@@ -43,6 +45,23 @@ for s in s1 s2 s3; do
     bad "$s: /health is not 200 within 20 s"; curl -s "http://127.0.0.1:$port/health"; echo
   fi
 done
+
+# the bootstrap node's status port: /health, and metrics of its DHT
+boot_port=$(status_port "$tmp/boot.log") || exit 1
+for i in $(seq 30); do # the gauges move once a second
+  curl -s "http://127.0.0.1:$boot_port/metrics" >"$tmp/boot.m"
+  [ "$(metric "$tmp/boot.m" shoal_bootstrap_dht_peers)" -ge 3 ] && break
+  sleep 0.2
+done
+if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$boot_port/health")" = 200 ] &&
+   [ "$(metric "$tmp/boot.m" shoal_bootstrap_dht_peers)" -ge 3 ] &&
+   [ "$(metric "$tmp/boot.m" 'shoal_bootstrap_requests_total{rpc="find_node"}')" -ge 3 ]; then ok; else
+  bad "bootstrap status port: $(grep -v '^#' "$tmp/boot.m" | tr '\n' ' ')"
+fi
+if command -v promtool >/dev/null; then
+  promtool check metrics <"$tmp/boot.m" >"$tmp/promtool.out" 2>&1 && ok ||
+    { bad "bootstrap: promtool check metrics"; cat "$tmp/promtool.out"; }
+fi
 
 # a node whose DHT does not answer never gets its blocks online: 503
 dead="shoal://127.0.0.1:9/$(cut -d/ -f4 <<<"$boot")"
