@@ -626,15 +626,15 @@ int shoal_announce_blocks_for_budget(const shoal_gguf *g, uint64_t budget_bytes,
 }
 
 int shoal_announce_choose(const char *const *initial, size_t n_initial,
-                          const shoal_model_id *model, uint32_t nblocks, uint32_t len,
-                          int64_t timeout_ms, uint32_t *start, size_t *servers, char *err,
-                          size_t errlen)
+                          const shoal_model_id *model, uint32_t nblocks, uint32_t *len,
+                          double by_speed, int64_t timeout_ms, uint32_t *start, size_t *servers,
+                          char *err, size_t errlen)
 {
     *start = 0;
     if (servers)
         *servers = 0;
-    if (len < 1 || len > nblocks) {
-        snprintf(err, errlen, "a span of %u blocks does not fit a model of %u", len, nblocks);
+    if (*len < 1 || *len > nblocks) {
+        snprintf(err, errlen, "a span of %u blocks does not fit a model of %u", *len, nblocks);
         return SHOAL_ERR_ARG;
     }
     void *zctx = shoal_transport_ctx_new();
@@ -682,8 +682,10 @@ int shoal_announce_choose(const char *const *initial, size_t n_initial,
         if (r->state != SHOAL_RECORD_OFFLINE)
             spans[ns++] = (shoal_placement_span){r->span_start, r->span_end, r->throughput};
     }
+    if (by_speed > 0)
+        *len = shoal_placement_length(spans, ns, by_speed, *len);
     shoal_placement_block_tput(spans, ns, nblocks, tput);
-    *start = shoal_placement_choose(tput, nblocks, len);
+    *start = shoal_placement_choose(tput, nblocks, *len);
     if (servers)
         *servers = ns;
     rc = 0;

@@ -132,14 +132,16 @@ int shoal_announce_blocks_for_budget(const shoal_gguf *g, uint64_t budget_bytes,
                                      uint64_t cache_tokens);
 
 /* Join the DHT as a client through the initial peers, read every block's
- * records and choose where a span of len blocks goes (Petals' rule), for
- * a server of `mine` tokens/s. *start gets the choice; *servers (may be
- * NULL) the number of servers seen. Fails (one line in err) when no
- * initial peer answers within timeout_ms. */
+ * records and choose where a span of *len blocks goes (Petals' rule).
+ * by_speed > 0 (this server's tokens/s): *len is only the most memory
+ * holds, and the length comes from the swarm's speeds first
+ * (shoal_placement_length); *len gets it. *start gets the choice;
+ * *servers (may be NULL) the number of servers seen. Fails (one line in
+ * err) when no initial peer answers within timeout_ms. */
 int shoal_announce_choose(const char *const *initial, size_t n_initial,
-                          const shoal_model_id *model, uint32_t nblocks, uint32_t len,
-                          int64_t timeout_ms, uint32_t *start, size_t *servers, char *err,
-                          size_t errlen);
+                          const shoal_model_id *model, uint32_t nblocks, uint32_t *len,
+                          double by_speed, int64_t timeout_ms, uint32_t *start, size_t *servers,
+                          char *err, size_t errlen);
 
 /* ---- hooks for the node's I/O thread (node/node.c) ----------------------- */
 

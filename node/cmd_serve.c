@@ -74,7 +74,10 @@ static void serve_usage(FILE *out)
             "      --initial-peers A,...  join the swarm's DHT through these nodes and\n"
             "                           announce the span served (signed records)\n"
             "      --num-blocks N       without --blocks: serve N blocks (default: as many\n"
-            "                           as --memory-budget holds)\n"
+            "                           as --memory-budget holds); auto: by speed, as many\n"
+            "                           as this node runs in the time the swarm's median\n"
+            "                           server takes for its span (at most what memory\n"
+            "                           holds; all of that in an empty swarm)\n"
             "      --memory-budget MIB  memory for weights and KV cache, for --num-blocks'\n"
             "                           default (default: half of this machine's memory)\n"
             "      --rebalance-period S without --blocks: re-check the placement every S\n"
@@ -199,6 +202,7 @@ typedef struct serve_swarm {
     const char *peers[SERVE_MAX_PEERS];
     size_t npeers;
     int num_blocks;          /* 0: from the memory budget */
+    int by_speed;            /* --num-blocks auto: from the swarm's speeds, capped by memory */
     long budget_mib;         /* 0: half of the machine's memory */
     long rebalance_s, ttl_s, refresh_s, delay_ms;
     int placed;              /* the span was chosen here: rebalancing may move it */
@@ -255,12 +259,15 @@ static int serve_place(serve_swarm *sw, const shoal_gguf *g, shoal_node_params *
     nanosleep(&ts, NULL);
     uint32_t start = 0;
     size_t seen = 0;
-    int rc = shoal_announce_choose(sw->peers, sw->npeers, &mid, (uint32_t)hp.n_layer,
-                                   (uint32_t)len, 30000, &start, &seen, err, sizeof err);
+    uint32_t ulen = (uint32_t)len;
+    int rc = shoal_announce_choose(sw->peers, sw->npeers, &mid, (uint32_t)hp.n_layer, &ulen,
+                                   sw->by_speed ? sw->throughput : 0, 30000, &start, &seen, err,
+                                   sizeof err);
     if (rc) {
         fprintf(stderr, "shoal serve: %s\n", err);
         return 1;
     }
+    len = (int)ulen;
     np->block_begin = (int)start;
     np->block_end = (int)start + len;
     sw->placed = 1;
@@ -508,7 +515,14 @@ int shoal_cmd_serve(int argc, char **argv)
             break;
         case O_GRACE: if (parse_long("--grace", optarg, 0, 3600, &v)) return 2; grace_s = v; break;
         case O_PEERS: sw.peers_arg = optarg; break;
-        case O_NUMBLK: if (parse_long("--num-blocks", optarg, 1, 1L << 20, &v)) return 2; sw.num_blocks = (int)v; break;
+        case O_NUMBLK:
+            if (!strcmp(optarg, "auto")) {
+                sw.by_speed = 1;
+                break;
+            }
+            if (parse_long("--num-blocks", optarg, 1, 1L << 20, &v)) return 2;
+            sw.num_blocks = (int)v;
+            break;
         case O_BUDGET: if (parse_long("--memory-budget", optarg, 1, 1L << 40, &v)) return 2; sw.budget_mib = v; break;
         case O_REBAL: if (parse_long("--rebalance-period", optarg, 0, 1L << 20, &v)) return 2; sw.rebalance_s = v; break;
         case O_TTL: if (parse_long("--record-ttl", optarg, 3, 540, &v)) return 2; sw.ttl_s = v; break;
@@ -525,7 +539,7 @@ int shoal_cmd_serve(int argc, char **argv)
                         "choose the blocks) are required (see --help)\n");
         return 2;
     }
-    if (have_blocks && (sw.num_blocks || sw.budget_mib)) {
+    if (have_blocks && (sw.num_blocks || sw.by_speed || sw.budget_mib)) {
         fprintf(stderr, "shoal serve: --num-blocks and --memory-budget are for a node "
                         "without --blocks\n");
         return 2;

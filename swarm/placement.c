@@ -2,6 +2,7 @@
 #include "swarm/placement.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static double clean(double t) { return t > 0 && isfinite(t) ? t : 0; }
@@ -102,4 +103,37 @@ int shoal_placement_should_move(const double *others, uint32_t nblocks, uint32_t
         return 0;
     *new_start = s;
     return 1;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+uint32_t shoal_placement_length(const shoal_placement_span *s, size_t n, double mine,
+                                uint32_t max_len)
+{
+    if (max_len < 1)
+        return 1;
+    if (!(mine > 0) || !isfinite(mine))
+        return max_len;
+    double *t = malloc((n ? n : 1) * sizeof *t);
+    if (!t)
+        return max_len;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i].end > s[i].start && s[i].throughput > 0 && isfinite(s[i].throughput))
+            t[k++] = (double)(s[i].end - s[i].start) / s[i].throughput;
+    if (!k) {
+        free(t);
+        return max_len;
+    }
+    qsort(t, k, sizeof *t, cmp_double);
+    double hop = k % 2 ? t[k / 2] : 0.5 * (t[k / 2 - 1] + t[k / 2]);
+    free(t);
+    double want = round(hop * mine);
+    if (!(want >= 1))
+        return 1;
+    return want >= (double)max_len ? max_len : (uint32_t)want;
 }

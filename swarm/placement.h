@@ -61,4 +61,14 @@ int shoal_placement_should_move(const double *others, uint32_t nblocks, uint32_t
                                 uint32_t len, double mine, double margin, double *scratch,
                                 uint32_t *new_start);
 
+/* How many blocks a server of throughput `mine` should take by speed
+ * (`shoal serve --num-blocks auto`): as many as it runs in the time the
+ * swarm's median server takes for its own span, so that no hop of a chain
+ * is much slower than the others: round(median(len_i / t_i) * mine),
+ * clamped to [1, max_len]. Spans with no positive throughput do not count;
+ * with none left (an empty swarm) it is max_len, what memory holds. So a
+ * server twice as fast as the median takes twice the median span. */
+uint32_t shoal_placement_length(const shoal_placement_span *s, size_t n, double mine,
+                                uint32_t max_len);
+
 #endif

@@ -155,8 +155,37 @@ static void test_rebalance_rounds(void)
     printf("rebalancing: %d moves over 300 random swarms, all settled\n", moves);
 }
 
+/* --num-blocks auto: lengths by speed, capped by memory. */
+static void test_length(void)
+{
+    /* an empty swarm, or one whose records say nothing of speed: what
+     * memory holds */
+    CHECK(shoal_placement_length(NULL, 0, 100, 7) == 7);
+    shoal_placement_span z[2] = {{0, 2, 0}, {2, 4, NAN}};
+    CHECK(shoal_placement_length(z, 2, 100, 7) == 7);
+    /* three servers of 2 blocks at 100 tokens/s: a hop takes 0.02 s */
+    shoal_placement_span s[3] = {{0, 2, 100}, {2, 4, 100}, {4, 6, 100}};
+    CHECK(shoal_placement_length(s, 3, 100, 8) == 2); /* as fast: the same span */
+    CHECK(shoal_placement_length(s, 3, 200, 8) == 4); /* twice as fast: twice the span */
+    CHECK(shoal_placement_length(s, 3, 1000, 8) == 8); /* capped by memory */
+    CHECK(shoal_placement_length(s, 3, 10, 8) == 1);   /* slow: one block at least */
+    CHECK(shoal_placement_length(s, 3, 0, 8) == 8);    /* unknown speed: memory */
+    CHECK(shoal_placement_length(s, 3, 100, 0) == 1);
+    /* the median, not the mean: one odd record does not move it */
+    shoal_placement_span m[4] = {{0, 2, 100}, {2, 4, 100}, {4, 6, 100}, {0, 1, 1e-6}};
+    CHECK(shoal_placement_length(m, 4, 150, 8) == 3);
+    /* faster servers never get fewer blocks */
+    uint32_t last = 0;
+    for (double t = 1; t < 2000; t *= 1.3) {
+        uint32_t k = shoal_placement_length(s, 3, t, 16);
+        CHECK(k >= last && k >= 1 && k <= 16);
+        last = k;
+    }
+}
+
 int main(void)
 {
+    test_length();
     test_sums();
     test_choose();
     test_move();
