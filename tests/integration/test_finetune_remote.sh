@@ -81,7 +81,9 @@ cmp -s "$tmp/chain.gguf" "$tmp/local.gguf" && ok || bad "the adapters differ"
 start_node spare 2:4
 wait_node spare
 train local60.gguf 60 || bad "local 60-step run failed"
-train fail.gguf 60 --peers "$peers,$(addr spare)" --timeout 2 --checkpoint-every 10 &
+# --timeout 5: a step of the 7-block chain under ASan, beside other tests,
+# can take more than 2 s (training notices a killed node by this timeout)
+train fail.gguf 60 --peers "$peers,$(addr spare)" --timeout 5 --checkpoint-every 10 &
 tpid=$!
 for i in $(seq 600); do grep -q "^step 25/" "$tmp/fail.gguf.log" 2>/dev/null && break; sleep 0.02; done
 victim=$(sed -n 's/^chain: .*2:4 \(shoal:[^,]*\),.*/\1/p' "$tmp/fail.gguf.log")
