@@ -131,7 +131,9 @@ if ! command -v tmux >/dev/null; then
   echo "SKIP: tmux is not installed: the terminal test did not run"
 else
   mkdir -p "$tmp/home"
-  screen() { tmux -L "$tmux_sock" capture-pane -p -t chat; }
+  # -J joins wrapped lines: a marker must not be missed because the pane
+  # wrapped it (a long reply puts "[stopped]" anywhere on a row)
+  screen() { tmux -L "$tmux_sock" capture-pane -p -J -t chat; }
   # wait_for PATTERN: the screen shows it within 20 s
   wait_for() {
     local i
