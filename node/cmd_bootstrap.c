@@ -33,6 +33,7 @@
 #include "client/cmd.h"
 #include "client/statusd.h"
 #include "kernels/err.h"
+#include "node/daemon.h"
 #include "proto/addr.h"
 #include "proto/identity.h"
 #include "proto/wire.h"
@@ -71,70 +72,9 @@ static void bootstrap_usage(FILE *out)
     shoal_cli_help_common(out, "bootstrap");
 }
 
-/* The host to write in the address for a wildcard listen address: the first
- * non-loopback address of an interface that is up, else loopback (as
- * node.c does for servers). */
-static void public_host(const char *listen, char *out, size_t size)
-{
-    int v6 = strchr(listen, ':') != NULL;
-    snprintf(out, size, "%s", v6 ? "::1" : "127.0.0.1");
-    struct ifaddrs *ifs = NULL;
-    if (getifaddrs(&ifs))
-        return;
-    int want = v6 ? AF_INET6 : AF_INET;
-    for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
-        if (!i->ifa_addr || i->ifa_addr->sa_family != want || !(i->ifa_flags & IFF_UP) ||
-            (i->ifa_flags & IFF_LOOPBACK))
-            continue;
-        const void *a = want == AF_INET
-                            ? (const void *)&((struct sockaddr_in *)i->ifa_addr)->sin_addr
-                            : (const void *)&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr;
-        if (want == AF_INET6 && IN6_IS_ADDR_LINKLOCAL((const struct in6_addr *)a))
-            continue;
-        char buf[INET6_ADDRSTRLEN];
-        if (inet_ntop(want, a, buf, sizeof buf)) {
-            snprintf(out, size, "%s", buf);
-            break;
-        }
-    }
-    freeifaddrs(ifs);
-}
-
 static int boot_identity(const char *path, shoal_identity **id)
 {
-    if (!path)
-        return shoal_identity_generate(id);
-    int rc = shoal_identity_load(id, path);
-    if (rc == SHOAL_ERR_IO && errno == ENOENT) {
-        if ((rc = shoal_identity_generate(id)))
-            return rc;
-        if ((rc = shoal_identity_save(*id, path))) {
-            fprintf(stderr, "shoal bootstrap: cannot create %s: %s\n", path, strerror(errno));
-            shoal_identity_destroy(id);
-        }
-        return rc;
-    }
-    if (rc)
-        fprintf(stderr, "shoal bootstrap: cannot use identity %s: %s\n", path,
-                rc == SHOAL_ERR_AUTH ? "readable by others (chmod 600 it)" : shoal_strerror(rc));
-    return rc;
-}
-
-static int write_file_atomic(const char *path, const char *text)
-{
-    char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= sizeof tmp)
-        return -1;
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return -1;
-    int ok = fprintf(f, "%s\n", text) > 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path)) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
+    return path ? node_daemon_identity("bootstrap", path, id) : shoal_identity_generate(id);
 }
 
 /* ---- --http-port: /health and /metrics (client/statusd.h) --------------- */
@@ -366,8 +306,8 @@ int shoal_cmd_bootstrap(int argc, char **argv)
     char hostbuf[SHOAL_ADDR_HOST_MAX], address[SHOAL_ADDR_MAX];
     if (pub)
         snprintf(hostbuf, sizeof hostbuf, "%s", pub);
-    else if (!strcmp(host, "0.0.0.0") || !strcmp(host, "*") || !strcmp(host, "::"))
-        public_host(host, hostbuf, sizeof hostbuf);
+    else if (node_daemon_is_wildcard(host))
+        node_daemon_public_host(host, hostbuf, sizeof hostbuf);
     else
         snprintf(hostbuf, sizeof hostbuf, "%s", host);
     shoal_addr sa;
@@ -393,7 +333,7 @@ int shoal_cmd_bootstrap(int argc, char **argv)
         status = 2;
         goto out;
     }
-    if (addr_file && write_file_atomic(addr_file, address)) {
+    if (addr_file && node_daemon_write_atomic(addr_file, address)) {
         fprintf(stderr, "shoal bootstrap: cannot write %s: %s\n", addr_file, strerror(errno));
         goto out;
     }

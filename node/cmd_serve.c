@@ -49,6 +49,7 @@
 #include "kernels/model.h"
 #include "kernels/pool.h"
 #include "node/announce.h"
+#include "node/daemon.h"
 #include "node/node.h"
 #include "node/notify.h"
 #include "node/serve_http.h"
@@ -144,53 +145,14 @@ bad:
     return -1;
 }
 
-/* Load the identity at path, or create it there when the file is missing;
- * a fresh in-memory identity when path is NULL. */
+/* The node's identity: --identity's file (loaded or created), or a fresh
+ * in-memory one. */
 static int get_identity(const char *path, shoal_identity **id)
 {
-    if (!path) {
-        SHOAL_LOG_W("no --identity: this node gets a new key (and address) each run");
-        return shoal_identity_generate(id);
-    }
-    int rc = shoal_identity_load(id, path);
-    if (rc == SHOAL_ERR_IO && errno == ENOENT) {
-        if ((rc = shoal_identity_generate(id)))
-            return rc;
-        if ((rc = shoal_identity_save(*id, path))) {
-            fprintf(stderr, "shoal serve: cannot create %s: %s\n", path, strerror(errno));
-            shoal_identity_destroy(id);
-            return rc;
-        }
-        SHOAL_LOG_I("created identity %s", path);
-        return 0;
-    }
-    if (rc == SHOAL_ERR_AUTH)
-        fprintf(stderr, "shoal serve: %s may be read by others: treat it as leaked, or "
-                        "chmod 600 it\n", path);
-    else if (rc == SHOAL_ERR_IO)
-        fprintf(stderr, "shoal serve: cannot read %s: %s\n", path, strerror(errno));
-    else if (rc)
-        fprintf(stderr, "shoal serve: %s is not a shoal identity file\n", path);
-    return rc;
-}
-
-/* Write text + "\n" to path atomically (temporary file, then rename). */
-static int write_atomic(const char *path, const char *text)
-{
-    char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= sizeof tmp)
-        return -1;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -1;
-    size_t len = strlen(text);
-    int ok = write(fd, text, len) == (ssize_t)len && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
+    if (path)
+        return node_daemon_identity("serve", path, id);
+    SHOAL_LOG_W("no --identity: this node gets a new key (and address) each run");
+    return shoal_identity_generate(id);
 }
 
 /* ---- the swarm: joining, placement, moves (node/announce.h) ------------- */
@@ -579,7 +541,7 @@ int shoal_cmd_serve(int argc, char **argv)
         goto out;
     if (sw.peers_arg && (rc = serve_announce(&sw, g, id, &np, node, &ann)))
         goto out;
-    if (addr_file && write_atomic(addr_file, shoal_node_address(node))) {
+    if (addr_file && node_daemon_write_atomic(addr_file, shoal_node_address(node))) {
         fprintf(stderr, "shoal serve: cannot write %s: %s\n", addr_file, strerror(errno));
         goto out;
     }

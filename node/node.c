@@ -29,6 +29,7 @@
 
 #include "kernels/err.h"
 #include "node/announce.h"
+#include "node/daemon.h"
 #include "node/node_impl.h"
 #include "node/push.h"
 #include "node/train.h"
@@ -61,42 +62,6 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-}
-
-/* A host to write in the address when listening on a wildcard: the first
- * non-loopback address of an interface that is up, else loopback. */
-static void pick_public_host(const char *listen, char *out, size_t size)
-{
-    int v6 = strchr(listen, ':') != NULL;
-    snprintf(out, size, "%s", v6 ? "::1" : "127.0.0.1");
-    struct ifaddrs *ifs = NULL;
-    if (getifaddrs(&ifs))
-        return;
-    for (int pass = 0; pass < 2; pass++) {
-        int want = pass == 0 ? (v6 ? AF_INET6 : AF_INET) : (v6 ? AF_INET : AF_INET6);
-        for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
-            if (!i->ifa_addr || i->ifa_addr->sa_family != want || !(i->ifa_flags & IFF_UP) ||
-                (i->ifa_flags & IFF_LOOPBACK))
-                continue;
-            const void *a = want == AF_INET
-                                ? (const void *)&((struct sockaddr_in *)i->ifa_addr)->sin_addr
-                                : (const void *)&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr;
-            if (want == AF_INET6 && IN6_IS_ADDR_LINKLOCAL((const struct in6_addr *)a))
-                continue; /* would need a zone id */
-            char buf[INET6_ADDRSTRLEN];
-            if (inet_ntop(want, a, buf, sizeof buf)) {
-                snprintf(out, size, "%s", buf);
-                freeifaddrs(ifs);
-                return;
-            }
-        }
-    }
-    freeifaddrs(ifs);
-}
-
-static int is_wildcard(const char *h)
-{
-    return !strcmp(h, "0.0.0.0") || !strcmp(h, "*") || !strcmp(h, "::") || !strcmp(h, "[::]");
 }
 
 int shoal_node_new(const shoal_gguf *g, const shoal_identity *id, const shoal_node_params *p,
@@ -196,8 +161,8 @@ int shoal_node_new(const shoal_gguf *g, const shoal_identity *id, const shoal_no
     char host[SHOAL_ADDR_HOST_MAX];
     if (p->public_host)
         snprintf(host, sizeof host, "%s", p->public_host);
-    else if (is_wildcard(p->host))
-        pick_public_host(p->host, host, sizeof host);
+    else if (node_daemon_is_wildcard(p->host))
+        node_daemon_public_host(p->host, host, sizeof host);
     else
         snprintf(host, sizeof host, "%s", p->host);
     shoal_addr a;
